@@ -1,0 +1,228 @@
+"""Discrete cells: the ``Genotype`` value, the three parse rules, isolated-node pruning.
+
+A cell has two inputs (nodes 0 and 1: the outputs of the two previous cells) and ``steps`` intermediate
+nodes (2 .. steps+1, 4 of them in DARTS). An edge is ``(op, to, from)``: node ``to`` receives
+``op(node from)``; a node is the sum of its inputs, the cell's output concatenates its *live* nodes.
+
+The supernet has one mixed edge from every earlier node to every intermediate node: 2+3+4+5 = 14
+edges, ordered as in DARTS (node 2 from 0, 1; node 3 from 0, 1, 2; ...). A (14, n_ops) matrix of relaxed
+weights in that row order is what the parse rules read.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, List, Sequence, Tuple, Union
+
+import numpy as np
+
+from .ops import OPS
+
+Edge = Tuple[str, int, int]
+"""``(op_name, to_node, from_node)``."""
+
+STEPS = 4
+PARSE_METHODS = ("darts", "threshold_sparse", "threshold_edge")
+
+
+def edge_index(steps: int = STEPS) -> List[Tuple[int, int]]:
+    """``(to, from)`` of each row of a relaxed-weight matrix, in DARTS order."""
+    return [(to, src) for to in range(2, steps + 2) for src in range(to)]
+
+
+def num_edges(steps: int = STEPS) -> int:
+    return len(edge_index(steps))
+
+
+def steps_for(n_edges: int) -> int:
+    """The number of intermediate nodes of a cell with ``n_edges`` mixed edges (14 -> 4)."""
+    for steps in range(1, 16):
+        if num_edges(steps) == n_edges:
+            return steps
+    raise ValueError(f"{n_edges} rows is not a cell's edge count (2, 5, 9, 14, 20, ...)")
+
+
+def parse_cell(weights, primitives: Sequence[str], method: str = "threshold_sparse",
+               threshold: float = 0.85) -> List[Edge]:
+    """Derive one discrete cell from its relaxed weights.
+
+    ``weights``: (14, len(primitives)) array of sigmoid or softmax values, rows in DARTS edge order.
+    Methods (``none`` is never chosen as an op, in any method):
+
+    - ``"darts"`` (DARTS, Sec. 2.4): for each node keep the 2 incoming edges whose strongest op is
+      strongest, and on each its strongest op. Every node gets exactly 2 inputs.
+    - ``"threshold_sparse"`` (Fair DARTS default, Sec. 4.3): like ``darts``, but a kept edge's op is kept
+      only if its weight is ``>= threshold``; a node may end with 0, 1 or 2 inputs.
+    - ``"threshold_edge"``: every incoming edge is considered; on each, its two strongest ops are kept
+      when their weight is ``>= threshold`` (multi-hot edges).
+
+    Ties are broken towards the lower index (earlier edge, earlier op in ``primitives``). Entries come
+    out node by node; within a node, strongest edge first. Isolated nodes are *not* pruned here (see
+    :func:`prune_isolated`), so a drawing can show them.
+    """
+    if method not in PARSE_METHODS:
+        raise ValueError(f"unknown parse method {method!r}; choose one of {', '.join(PARSE_METHODS)}")
+    primitives = list(primitives)
+    W = np.asarray(weights, dtype=np.float64)
+    if W.ndim != 2 or W.shape[1] != len(primitives):
+        raise ValueError(f"weights must have shape (14, {len(primitives)}) for {len(primitives)} ops; got {tuple(W.shape)}")
+    steps = steps_for(W.shape[0])
+    # Candidate ops (never 'none'), and each row's strength restricted to them.
+    candidates = [k for k, p in enumerate(primitives) if p != "none"]
+    cand = W[:, candidates]
+
+    def best_op(row: int) -> int:
+        return candidates[int(np.argmax(cand[row]))]  # argmax: first maximum wins a tie
+
+    cell: List[Edge] = []
+    start = 0
+    for to in range(2, steps + 2):
+        rows = range(start, start + to)  # one row per source node 0 .. to-1
+        if method == "threshold_edge":
+            for src, row in enumerate(rows):
+                order = sorted(candidates, key=lambda k: -W[row, k])[:2]  # stable: ties -> earlier op
+                cell += [(primitives[k], to, src) for k in order if W[row, k] >= threshold]
+        else:
+            ranked = sorted(range(to), key=lambda src: -cand[start + src].max())[:2]
+            for src in ranked:
+                k = best_op(start + src)
+                if method == "darts" or W[start + src, k] >= threshold:
+                    cell.append((primitives[k], to, src))
+        start += to
+    return cell
+
+
+def live_nodes(cell: Iterable[Edge], steps: int = STEPS) -> List[int]:
+    """Intermediate nodes that receive at least one input from a cell input or from a live node."""
+    live = {0, 1}
+    edges = list(cell)
+    for node in range(2, steps + 2):  # edges only go forward, so one pass in node order is enough
+        if any(to == node and src in live for _, to, src in edges):
+            live.add(node)
+    return sorted(n for n in live if n >= 2)
+
+
+def prune_isolated(cell: Iterable[Edge], steps: int = STEPS) -> List[Edge]:
+    """Drop the edges that leave or enter an isolated node (recursively: a node fed only by isolated
+    nodes is isolated too). What remains is what the evaluation network computes."""
+    alive = set(live_nodes(cell, steps)) | {0, 1}
+    return [(op, to, src) for op, to, src in cell if to in alive and src in alive]
+
+
+def validate_cell(cell: Iterable[Edge], steps: int = STEPS, name: str = "cell") -> List[Edge]:
+    """Check every edge; return the edges as tuples. Raises ``ValueError`` naming the first problem."""
+    out: List[Edge] = []
+    for entry in cell:
+        if not isinstance(entry, (list, tuple)) or len(entry) != 3:
+            raise ValueError(f"{name}: malformed edge {entry!r}; expected (op, to_node, from_node)")
+        op, to, src = entry
+        if not isinstance(op, str) or op not in OPS:
+            raise ValueError(f"{name}: unknown op {op!r} in edge {tuple(entry)}; known ops: {', '.join(sorted(OPS))}")
+        if op == "none":
+            raise ValueError(f"{name}: the 'none' op cannot be an edge of a discrete cell: {tuple(entry)}")
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (to, src)):
+            raise ValueError(f"{name}: node indices must be integers in edge {tuple(entry)}")
+        if not 2 <= to <= steps + 1:
+            raise ValueError(f"{name}: bad node index {to} in edge {tuple(entry)}; intermediate nodes are 2..{steps + 1}")
+        if src < 0:
+            raise ValueError(f"{name}: bad node index {src} in edge {tuple(entry)}")
+        if src >= to:
+            what = "itself" if src == to else "a later node"
+            raise ValueError(f"{name}: node {to} is fed by {what} ({src}) in edge {tuple(entry)}")
+        edge = (op, int(to), int(src))
+        if edge in out:
+            raise ValueError(f"{name}: duplicate edge {edge}")
+        out.append(edge)
+    return out
+
+
+@dataclass(frozen=True)
+class Genotype:
+    """A discrete architecture: the edges of the normal cell and of the reduction cell.
+
+    Isolated nodes may appear in the edges (the authors' parse leaves them); the networks and drawings
+    use :meth:`concat` / :func:`prune_isolated` to drop them.
+    """
+
+    normal: Tuple[Edge, ...]
+    reduce: Tuple[Edge, ...]
+    steps: int = STEPS
+
+    def __post_init__(self):
+        object.__setattr__(self, "normal", tuple(validate_cell(self.normal, self.steps, "normal cell")))
+        object.__setattr__(self, "reduce", tuple(validate_cell(self.reduce, self.steps, "reduction cell")))
+
+    def cell(self, kind: str) -> Tuple[Edge, ...]:
+        if kind not in ("normal", "reduce"):
+            raise ValueError(f"cell kind must be 'normal' or 'reduce', got {kind!r}")
+        return getattr(self, kind)
+
+    def concat(self, kind: str) -> List[int]:
+        """The live intermediate nodes of a cell: what its output concatenates."""
+        return live_nodes(self.cell(kind), self.steps)
+
+    def count(self, op: str, kind: str = "normal") -> int:
+        """How many live edges of a cell use ``op`` (e.g. the skip count of the normal cell)."""
+        return sum(1 for name, _, _ in prune_isolated(self.cell(kind), self.steps) if name == op)
+
+    @classmethod
+    def from_pairs(cls, normal: Sequence[Tuple[str, int]], reduce: Sequence[Tuple[str, int]],
+                   steps: int = STEPS) -> "Genotype":
+        """From the DARTS style: two ``(op, from)`` entries per intermediate node, nodes 2.. in order."""
+        def convert(pairs, name):
+            pairs = [tuple(p) for p in pairs]
+            if len(pairs) != 2 * steps or any(len(p) != 2 for p in pairs):
+                raise ValueError(f"{name}: DARTS pairs need {2 * steps} (op, from) entries, got {len(pairs)}")
+            return [(op, 2 + i // 2, src) for i, (op, src) in enumerate(pairs)]
+        return cls(tuple(convert(normal, "normal cell")), tuple(convert(reduce, "reduction cell")), steps)
+
+    @classmethod
+    def from_weights(cls, normal_weights, reduce_weights, primitives: Sequence[str],
+                     method: str = "threshold_sparse", threshold: float = 0.85) -> "Genotype":
+        """Parse both cells from their relaxed-weight matrices (see :func:`parse_cell`)."""
+        normal = parse_cell(normal_weights, primitives, method, threshold)
+        reduce = parse_cell(reduce_weights, primitives, method, threshold)
+        return cls(tuple(normal), tuple(reduce), steps_for(np.asarray(normal_weights).shape[0]))
+
+    # --- JSON -------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = {"normal": [list(e) for e in self.normal], "reduce": [list(e) for e in self.reduce]}
+        if self.steps != STEPS:
+            d["steps"] = self.steps
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Genotype":
+        if not isinstance(d, dict) or "normal" not in d or "reduce" not in d:
+            raise ValueError("a genotype needs the keys 'normal' and 'reduce'")
+        unknown = set(d) - {"normal", "reduce", "steps"}
+        if unknown:
+            raise ValueError(f"unknown genotype keys: {', '.join(sorted(unknown))}")
+        for kind in ("normal", "reduce"):
+            if not isinstance(d[kind], list):
+                raise ValueError(f"genotype '{kind}' must be a list of [op, to, from] edges")
+        return cls(tuple(tuple(e) if isinstance(e, list) else e for e in d["normal"]),
+                   tuple(tuple(e) if isinstance(e, list) else e for e in d["reduce"]),
+                   int(d.get("steps", STEPS)))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> "Genotype":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"genotype is not valid JSON: {e}") from None
+        return cls.from_dict(d)
+
+    def save(self, path: Union[str, Path]) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "Genotype":
+        p = Path(path)
+        if not p.is_file():
+            raise ValueError(f"genotype file not found: {p}")
+        return cls.from_json(p.read_text())
