@@ -1,0 +1,301 @@
+"""Evaluation networks: a discrete cell (a :class:`Genotype`) stacked into the network that is retrained.
+
+As in DARTS (Liu et al., ICLR 2019, Sec. 3.2) and Fair DARTS (Chu et al., ECCV 2020, Sec. 5): a stem, then
+``layers`` cells, reduction cells at 1/3 and 2/3 of the depth (they double the channels and halve the
+resolution), an auxiliary classifier after the cell at 2/3 depth (training only), global pooling and a
+linear classifier. During training each op output may be dropped for a whole sample ("drop-path",
+Larsson et al., FractalNet), which regularises the long retraining.
+
+Two Fair DARTS specifics:
+
+- **Isolated nodes are dropped.** The threshold parse can leave an intermediate node with no input (or
+  with inputs from isolated nodes only). Such a node is not computed and not concatenated, so a cell's
+  output has ``len(live nodes) * C`` channels and the next cells' preprocessing follows.
+  FairDARTS_a's normal cell has 3 live nodes: its last cell outputs 3 * 144 = 432 channels.
+- **Multi-hot edges.** A ``threshold_edge`` parse may keep two ops on one edge; both run and add up.
+
+Module names follow the layout of the authors' released checkpoints (``stem.0``, ``cells.N.preprocess0``,
+``cells.N._ops.<to>.<from>.<k>``, ``auxiliary_head.features.2``, ``classifier``), so
+:func:`from_authors_state_dict` loads them by name, key for key.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from .genotype import Edge, Genotype, live_nodes, prune_isolated
+from .ops import FactorizedReduce, Identity, ReLUConvBN, make_op
+
+Arch = Union[str, Genotype]
+"""A zoo name (``"FairDARTS_a"``) or a :class:`Genotype`."""
+
+CELL_NAMES = {"normal": "normal cell", "reduce": "reduction cell"}
+
+
+def resolve_genotype(arch: Optional[Arch]) -> Genotype:
+    """A :class:`Genotype` from a zoo name or a Genotype."""
+    if isinstance(arch, Genotype):
+        return arch
+    if isinstance(arch, str):
+        from . import zoo  # imported here: the zoo is data, the network does not otherwise need it
+        return zoo.get(arch)
+    raise ValueError(f"an architecture is a zoo name or a Genotype, got {type(arch).__name__}")
+
+
+def check_live(genotype: Genotype) -> None:
+    """Raise ``ValueError`` if a cell has no live intermediate node (nothing would reach its output)."""
+    for kind in ("normal", "reduce"):
+        if not genotype.concat(kind):
+            raise ValueError(f"the {CELL_NAMES[kind]} has no live intermediate node (no node is reached from "
+                             f"the cell inputs), so it outputs nothing: {list(genotype.cell(kind))}")
+
+
+def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    """Zero each sample's ``x`` with probability ``drop_prob``; scale survivors by ``1 / keep`` so the
+    expectation is unchanged (drop-path, as DARTS uses it on every non-identity op of the eval network)."""
+    if drop_prob <= 0.0:
+        return x
+    keep = 1.0 - drop_prob
+    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x / keep * mask
+
+
+class Cell(nn.Module):
+    """One discrete cell: preprocess the two inputs, compute the live nodes, concatenate them.
+
+    ``_ops[str(to)][str(from)]`` is the list of ops on edge ``from -> to`` (usually one; two on a
+    multi-hot edge), in genotype order. Only edges between live nodes are built.
+    """
+
+    def __init__(self, edges: Sequence[Edge], steps: int, C_prev_prev: int, C_prev: int, C: int,
+                 reduction: bool, reduction_prev: bool):
+        super().__init__()
+        self.reduction = reduction
+        self.concat: List[int] = live_nodes(edges, steps)
+        if not self.concat:
+            kind = CELL_NAMES["reduce" if reduction else "normal"]
+            raise ValueError(f"the {kind} has no live intermediate node: {list(edges)}")
+        self.multiplier = len(self.concat)  # output channels = multiplier * C
+        # If the previous cell reduced, input 0 is at twice the resolution of input 1: reduce it too.
+        self.preprocess0 = (FactorizedReduce(C_prev_prev, C) if reduction_prev
+                            else ReLUConvBN(C_prev_prev, C, 1, 1, 0))
+        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0)
+        kept = prune_isolated(edges, steps)
+        self._ops = nn.ModuleDict()
+        for to in self.concat:
+            by_source = nn.ModuleDict()
+            for src in sorted({s for _, t, s in kept if t == to}):
+                stride = 2 if reduction and src < 2 else 1  # only edges leaving the cell inputs stride
+                by_source[str(src)] = nn.ModuleList(
+                    make_op(op, C, stride, affine=True) for op, t, s in kept if t == to and s == src)
+            self._ops[str(to)] = by_source
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+        states: Dict[int, torch.Tensor] = {0: self.preprocess0(s0), 1: self.preprocess1(s1)}
+        for to, by_source in self._ops.items():  # node order: every source is computed before its node
+            total = 0
+            for src, ops in by_source.items():
+                for op in ops:
+                    h = op(states[int(src)])
+                    if self.training and not isinstance(op, Identity):
+                        h = drop_path(h, drop_prob)  # DARTS never drops an identity (it has no weights)
+                    total = total + h
+            states[int(to)] = total
+        return torch.cat([states[n] for n in self.concat], dim=1)
+
+
+class AuxiliaryHeadCIFAR(nn.Module):
+    """Auxiliary classifier on the 8x8 output of the cell at 2/3 depth (DARTS; from Inception, Szegedy et
+    al.): pool to 2x2, 1x1 conv to 128, 2x2 conv to 768, linear."""
+
+    def __init__(self, C: int, num_classes: int, pool_stride: int = 3):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=True),
+            nn.AvgPool2d(5, stride=pool_stride, padding=0, count_include_pad=False),
+            nn.Conv2d(C, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.BatchNorm2d(768),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+class AuxiliaryHeadImageNet(AuxiliaryHeadCIFAR):
+    """The same head on the 7x7 map of an ImageNet network (pool stride 2: 7x7 -> 2x2)."""
+
+    def __init__(self, C: int, num_classes: int):
+        super().__init__(C, num_classes, pool_stride=2)
+
+
+class _Network(nn.Module):
+    """What the CIFAR and ImageNet networks share: the cell stack, the auxiliary head, the classifier."""
+
+    def _build_cells(self, genotype: Genotype, C: int, layers: int, C_stem: int, reduction_prev: bool,
+                     auxiliary: bool, num_classes: int, aux_head: type) -> None:
+        check_live(genotype)
+        self.genotype = genotype
+        self._layers, self._auxiliary = layers, auxiliary
+        self.aux_position = 2 * layers // 3
+        C_prev_prev, C_prev, C_curr = C_stem, C_stem, C
+        self.cells = nn.ModuleList()
+        C_aux = None
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            if reduction:
+                C_curr *= 2
+            cell = Cell(genotype.reduce if reduction else genotype.normal, genotype.steps,
+                        C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
+            if i == self.aux_position:
+                C_aux = C_prev
+        if auxiliary:
+            self.auxiliary_head = aux_head(C_aux, num_classes)
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, num_classes)
+
+    def _run_cells(self, s0: torch.Tensor, s1: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        logits_aux = None
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == self.aux_position and self._auxiliary and self.training:
+                logits_aux = self.auxiliary_head(s1)
+        logits = self.classifier(self.global_pooling(s1).flatten(1))
+        return logits, logits_aux
+
+
+class NetworkCIFAR(_Network):
+    """The CIFAR evaluation network (DARTS / Fair DARTS: C=36, 20 cells, auxiliary head, 32x32 input).
+
+    ``forward`` returns ``(logits, logits_aux)``; ``logits_aux`` is ``None`` in eval mode or without the
+    auxiliary head. ``drop_path_prob`` is an attribute the training loop may change every epoch.
+    """
+
+    def __init__(self, C: int = 36, num_classes: int = 10, layers: int = 20, auxiliary: bool = True,
+                 genotype: Optional[Arch] = None, drop_path_prob: float = 0.0, in_channels: int = 3,
+                 stem_multiplier: int = 3):
+        super().__init__()
+        if genotype is None:
+            raise ValueError("NetworkCIFAR needs a genotype (a Genotype or a zoo name such as 'FairDARTS_a')")
+        self.drop_path_prob = drop_path_prob
+        C_stem = stem_multiplier * C
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem))
+        self._build_cells(resolve_genotype(genotype), C, layers, C_stem, False, auxiliary, num_classes,
+                          AuxiliaryHeadCIFAR)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        s = self.stem(x)
+        return self._run_cells(s, s)
+
+
+class NetworkImageNet(_Network):
+    """The ImageNet (mobile setting) evaluation network of DARTS: C=48, 14 cells, 224x224 input.
+
+    Two stems reduce 224 -> 28 (the second one's output and the first one's feed the first cell, so the
+    first cell sees a "previous reduction"); the cells then reduce 28 -> 14 -> 7.
+    """
+
+    def __init__(self, C: int = 48, num_classes: int = 1000, layers: int = 14, auxiliary: bool = True,
+                 genotype: Optional[Arch] = None, drop_path_prob: float = 0.0, in_channels: int = 3):
+        super().__init__()
+        if genotype is None:
+            raise ValueError("NetworkImageNet needs a genotype (a Genotype or a zoo name such as 'FairDARTS_a')")
+        self.drop_path_prob = drop_path_prob
+        self.stem0 = nn.Sequential(
+            nn.Conv2d(in_channels, C // 2, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C // 2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C),
+        )
+        self.stem1 = nn.Sequential(
+            nn.ReLU(inplace=True),
+            nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C),
+        )
+        self._build_cells(resolve_genotype(genotype), C, layers, C, True, auxiliary, num_classes,
+                          AuxiliaryHeadImageNet)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        s0 = self.stem0(x)
+        s1 = self.stem1(s0)
+        return self._run_cells(s0, s1)
+
+
+# --- the authors' released checkpoints ----------------------------------------------------------------
+
+def load_checkpoint(path: Union[str, Path]) -> dict:
+    """Read a checkpoint file safely (``weights_only=True``: tensors and plain data, no code)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"checkpoint file not found: {p}")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated, not a torch file, or holds more than weights
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"cannot read checkpoint {p}: {first_line}") from None
+
+
+def unwrap_state_dict(obj) -> Dict[str, torch.Tensor]:
+    """The state dict inside a checkpoint: ``{"state_dict": sd}`` or ``sd`` itself; the ``module.`` prefix
+    that ``nn.DataParallel`` adds to every key is removed."""
+    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
+    if not isinstance(sd, dict):
+        raise ValueError(f"a checkpoint must hold a state dict (a dict of tensors), got {type(sd).__name__}")
+    if sd and all(isinstance(k, str) and k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def _listing(keys: List[str], what: str, limit: int = 3) -> str:
+    shown = ", ".join(keys[:limit]) + (", ..." if len(keys) > limit else "")
+    return f"{len(keys)} {what} ({shown})"
+
+
+def check_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor], label: str = "the model") -> None:
+    """Raise one ``ValueError`` (one line) listing missing, unexpected and wrongly shaped keys."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong = []
+    for k, v in state_dict.items():
+        if k in expected:
+            if not isinstance(v, torch.Tensor):
+                wrong.append(f"{k}: not a tensor")
+            elif tuple(v.shape) != tuple(expected[k].shape):
+                wrong.append(f"{k}: {list(v.shape)} in the checkpoint, {list(expected[k].shape)} in the model")
+    problems = [_listing(keys, what) for keys, what in
+                ((missing, "missing"), (unexpected, "unexpected"), (wrong, "with the wrong shape")) if keys]
+    if problems:
+        raise ValueError(f"the checkpoint does not fit {label}: " + "; ".join(problems))
+
+
+def from_authors_state_dict(arch: Arch, state_dict) -> NetworkCIFAR:
+    """Build the authors' CIFAR-10 evaluation network for ``arch`` and load their weights into it.
+
+    ``state_dict`` is the authors' checkpoint as read by :func:`load_checkpoint` (their files hold
+    ``{"state_dict": ...}``), or the state dict itself. Every key must be consumed and every shape must
+    match, else a ``ValueError`` lists the differences. The network comes back in eval mode.
+    """
+    genotype = resolve_genotype(arch)
+    label = arch if isinstance(arch, str) else "the genotype"
+    model = NetworkCIFAR(36, 10, 20, auxiliary=True, genotype=genotype)
+    sd = unwrap_state_dict(state_dict)
+    check_state_dict(model, sd, f"NetworkCIFAR(36, 10, 20, auxiliary=True) of {label}")
+    model.load_state_dict(sd, strict=True)
+    return model.eval()
+
+
+def load_authors_checkpoint(arch: Arch, path: Union[str, Path]) -> NetworkCIFAR:
+    """:func:`from_authors_state_dict` on a checkpoint file (e.g. the authors' ``FairDARTS-a.tar``)."""
+    return from_authors_state_dict(arch, load_checkpoint(path))
