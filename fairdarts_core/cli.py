@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -35,6 +36,250 @@ def _command(subparsers, name: str, help: str, run: Callable[[argparse.Namespace
 # (each module's command is added below by its own add_* function)
 
 
+# --- parse, flops, plot: from relaxed weights to a genotype; what a genotype costs and looks like ------
+
+OP_SETS = {"fair_darts": "FAIR_DARTS_OPS", "darts": "DARTS_OPS"}
+"""``--primitives`` choices -> the op tuple's name in :mod:`fairdarts_core.ops`."""
+
+
+def _op_set(name: str) -> tuple:
+    from . import ops
+    return tuple(getattr(ops, OP_SETS[name]))
+
+
+def _first_line(e: Exception) -> str:
+    """Errors from numpy / json can span lines; the CLI promises one."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _load_matrix(path: Path) -> "np.ndarray":
+    """A relaxed-weight matrix from a .npy file, checked to be a finite 2-D array."""
+    import numpy as np
+    if not path.is_file():
+        raise UserError(f"weight file not found: {path}")
+    try:
+        W = np.load(path, allow_pickle=False)  # never unpickle: a .npy from elsewhere may run code
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f"{path} is not a .npy array ({_first_line(e)})") from None
+    if not isinstance(W, np.ndarray):
+        raise UserError(f"{path} is an .npz archive; save each matrix with np.save(...) as its own .npy")
+    if W.ndim != 2 or not np.issubdtype(W.dtype, np.number):
+        raise UserError(f"{path} must hold a 2-D numeric (14, n_ops) matrix; got shape {W.shape}, dtype {W.dtype}")
+    if not np.isfinite(W).all():
+        raise UserError(f"{path} holds NaN or infinite values")
+    return W.astype(np.float64)
+
+
+def _run_config(run_dir: Path) -> dict:
+    """``primitives`` and ``relaxation`` from a run dir's config.json, if the search wrote one (at the
+    top level or one level down, so a nested ``{"supernet": {...}}`` works too)."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return {}
+    try:
+        cfg = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON ({_first_line(e)})") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{path} must hold a JSON object")
+    found: dict = {}
+    for d in [cfg] + [v for v in cfg.values() if isinstance(v, dict)]:
+        for key in ("primitives", "relaxation"):
+            if key in d and key not in found:
+                found[key] = d[key]
+    return found
+
+
+def _resolve_primitives(choice: Optional[str], from_config, n_cols: int) -> tuple:
+    """The op set (the matrix's columns): ``--primitives``, else config.json, else the column count."""
+    from .ops import check_op_names
+    if choice:
+        prims, source = _op_set(choice), f"--primitives {choice}"
+    elif from_config is not None:
+        source = "config.json"
+        if isinstance(from_config, str) and from_config in OP_SETS:
+            prims = _op_set(from_config)
+        elif isinstance(from_config, list) and all(isinstance(p, str) for p in from_config):
+            check_op_names(from_config)
+            prims = tuple(from_config)
+        else:
+            raise UserError(f"config.json: 'primitives' must be a list of op names or one of {', '.join(OP_SETS)}")
+    else:
+        by_count = {len(_op_set(name)): name for name in OP_SETS}  # 7 -> fair_darts, 8 -> darts
+        if n_cols not in by_count:
+            raise UserError(f"cannot tell the op set of a matrix with {n_cols} columns "
+                            f"(7: fair_darts, 8: darts); pass --primitives")
+        prims, source = _op_set(by_count[n_cols]), f"{n_cols} columns"
+    if len(prims) != n_cols:
+        raise UserError(f"the weight matrices have {n_cols} columns but the op set ({source}) has {len(prims)} ops")
+    return prims
+
+
+def _default_method(relaxation, normal, reduce) -> str:
+    """The parse rule the weights' authors use: from the run's relaxation if known, else from the weights
+    (softmax rows sum to 1; sigmoid rows practically never do)."""
+    import numpy as np
+    from .supernet import DEFAULT_PARSE
+    if relaxation in DEFAULT_PARSE:
+        return DEFAULT_PARSE[relaxation]
+    rows_sum_to_one = all(np.allclose(W.sum(axis=1), 1.0, atol=1e-3) for W in (normal, reduce))
+    return DEFAULT_PARSE["softmax" if rows_sum_to_one else "sigmoid"]
+
+
+def describe_genotype(genotype) -> str:
+    """Human-readable cells: each node's inputs, the live nodes, the skip count."""
+    from .genotype import prune_isolated
+    lines = ["(nodes 0, 1: the cell inputs c_{k-2}, c_{k-1}; 2..: intermediate nodes)"]
+    for kind, label in (("normal", "normal cell"), ("reduce", "reduction cell")):
+        edges = genotype.cell(kind)
+        live = genotype.concat(kind)
+        lines.append(f"{label}: {len(prune_isolated(edges, genotype.steps))} live edges, live nodes {live}, "
+                     f"{genotype.count('skip_connect', kind)} skip_connect")
+        for node in range(2, genotype.steps + 2):
+            inputs = ", ".join(f"{op}({src})" + ("" if src < 2 or src in live else " [from an isolated node: dropped]")
+                               for op, to, src in edges if to == node) or "nothing"
+            lines.append(f"  node {node} <- {inputs}" + ("" if node in live else "   [isolated: dropped]"))
+    return "\n".join(lines)
+
+
+def _check_out(path: Path) -> Path:
+    if not path.parent.is_dir():
+        raise UserError(f"cannot write {path}: directory {path.parent} does not exist")
+    return path
+
+
+def add_parse(sub) -> None:
+    p = _command(sub, "parse", "derive a genotype from relaxed weights (.npy matrices or a search run dir)", run_parse)
+    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR",
+                   help="a search run directory holding normal_weight.npy and reduce_weight.npy")
+    p.add_argument("--normal", metavar="N.npy", help="(14, n_ops) relaxed weights of the normal cell")
+    p.add_argument("--reduce", metavar="R.npy", help="(14, n_ops) relaxed weights of the reduction cell")
+    p.add_argument("--method", choices=("darts", "threshold_sparse", "threshold_edge"),
+                   help="parse rule (default: darts for softmax weights, threshold_sparse for sigmoid)")
+    p.add_argument("--threshold", type=float, default=0.85, help="keep an op only if its weight >= this (0.85)")
+    p.add_argument("--primitives", choices=tuple(OP_SETS),
+                   help="the op set of the columns (default: the run's config.json, else 7 -> fair_darts, 8 -> darts)")
+    p.add_argument("--out", metavar="FILE", help="also write the genotype as JSON to FILE")
+
+
+def run_parse(args: argparse.Namespace) -> int:
+    from .genotype import Genotype
+    config: dict = {}
+    if args.run_dir is not None:
+        if args.normal or args.reduce:
+            raise UserError("give either RUN_DIR or --normal/--reduce, not both")
+        run_dir = Path(args.run_dir)
+        if not run_dir.is_dir():
+            raise UserError(f"run directory not found: {run_dir}")
+        normal_path, reduce_path = run_dir / "normal_weight.npy", run_dir / "reduce_weight.npy"
+        config = _run_config(run_dir)
+    elif args.normal and args.reduce:
+        normal_path, reduce_path = Path(args.normal), Path(args.reduce)
+    else:
+        raise UserError("give a RUN_DIR, or both --normal N.npy and --reduce R.npy")
+    if not 0.0 <= args.threshold <= 1.0:
+        raise UserError(f"--threshold must be in [0, 1] (relaxed weights are); got {args.threshold}")
+
+    normal, reduce = _load_matrix(normal_path), _load_matrix(reduce_path)
+    if normal.shape != reduce.shape:
+        raise UserError(f"{normal_path} has shape {normal.shape} but {reduce_path} has shape {reduce.shape}")
+    primitives = _resolve_primitives(args.primitives, config.get("primitives"), normal.shape[1])
+    method = args.method or _default_method(config.get("relaxation"), normal, reduce)
+    try:
+        genotype = Genotype.from_weights(normal, reduce, primitives, method, args.threshold)
+    except ValueError as e:
+        raise UserError(f"{normal_path}, {reduce_path}: {e}") from None
+    if args.out:
+        genotype.save(_check_out(Path(args.out)))
+
+    payload = {**genotype.to_dict(), "method": method, "threshold": args.threshold, "primitives": list(primitives)}
+    head = f"genotype by {method}" + ("" if method == "darts" else f" (threshold {args.threshold})")
+    text = "\n".join([head, describe_genotype(genotype)] + ([f"wrote {args.out}"] if args.out else []))
+    emit(args, payload, text)
+    return 0
+
+
+def _add_arch_arguments(p: argparse.ArgumentParser) -> None:
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--arch", metavar="NAME", help="a published cell (fairdarts_core.zoo), e.g. FairDARTS_a")
+    which.add_argument("--genotype", metavar="FILE", help="a genotype JSON file (e.g. from `fairdarts parse --out`)")
+
+
+def _load_arch(args: argparse.Namespace):
+    """``(label, genotype)`` from ``--arch`` or ``--genotype``."""
+    from .genotype import Genotype
+    if args.arch:
+        from . import zoo
+        return args.arch, zoo.get(args.arch)
+    return args.genotype, Genotype.load(args.genotype)
+
+
+def add_flops(sub) -> None:
+    p = _command(sub, "flops", "FLOPs (thop, BatchNorm excluded) and parameters of an evaluation network", run_flops)
+    _add_arch_arguments(p)
+    p.add_argument("--channels", type=int, default=36, help="initial channels (36)")
+    p.add_argument("--layers", type=int, default=20, help="cells (20)")
+
+
+def _published_beside(ours: dict, published: dict) -> dict:
+    """Text beside each of our figures: published FLOPs beside ours; published params beside whichever
+    of our two counts (with / without the auxiliary head) it is closer to."""
+    notes = {}
+    if "flops_M" in published:
+        alt = f"; also published: {published['flops_M_alt']}M" if "flops_M_alt" in published else ""
+        notes["flops"] = f"published {published['flops_M']}M{alt}"
+    if "params_M" in published:
+        closest = min(("params", "params_with_aux"), key=lambda k: abs(ours[k] / 1e6 - published["params_M"]))
+        notes[closest] = f"published {published['params_M']}M"
+    return notes
+
+
+def run_flops(args: argparse.Namespace) -> int:
+    if args.channels < 2 or args.channels % 2 or args.layers < 3:
+        raise UserError("--channels must be an even number >= 2 and --layers >= 3")
+    label, genotype = _load_arch(args)
+    from .analysis import profile_genotype
+    from . import zoo
+    figures = profile_genotype(genotype, channels=args.channels, layers=args.layers, num_classes=10, resolution=32)
+    ours = {k: int(figures[k]) for k in ("flops", "params", "params_with_aux")}
+    # Published figures are for the 36-channel, 20-cell network: beside any other size they would mislead.
+    published = zoo.published(args.arch) if args.arch and (args.channels, args.layers) == (36, 20) else {}
+
+    payload = {"arch": label, **ours}
+    if published:
+        payload["published"] = published
+    notes = _published_beside(ours, published)
+    rows = [("FLOPs", "flops"), ("params, no aux head", "params"), ("params, with aux head", "params_with_aux")]
+    lines = [f"{label}: CIFAR network, {args.channels} channels, {args.layers} cells, one 32x32 image "
+             f"(thop, BatchNorm excluded)"]
+    for name, key in rows:
+        lines.append(f"  {name:<22} {ours[key] / 1e6:9.2f}M" + (f"   ({notes[key]})" if key in notes else ""))
+    if published.get("note"):
+        lines.append(f"  note: {published['note']}")
+    emit(args, payload, "\n".join(lines))
+    return 0
+
+
+def add_plot(sub) -> None:
+    p = _command(sub, "plot", "draw a genotype's cells (graphviz) to .svg, .png or .pdf", run_plot)
+    _add_arch_arguments(p)
+    p.add_argument("--out", required=True, metavar="FILE", help="output drawing: cell.svg, cell.png or cell.pdf")
+    p.add_argument("--cell", choices=("normal", "reduce", "both"), default="both", help="which cell (both)")
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from .viz import save_cell
+    label, genotype = _load_arch(args)
+    out = _check_out(Path(args.out))
+    if args.cell == "both":
+        save_cell(genotype, out, title=label)
+    else:
+        save_cell(genotype.cell(args.cell), out, title=f"{label}: {args.cell} cell", steps=genotype.steps)
+    emit(args, {"arch": label, "cell": args.cell, "out": str(out)}, f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fairdarts", description="Fair DARTS, hands-on: search, parse, "
                                      "retrain and inspect differentiable architecture search.")
@@ -44,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-ADDERS: List[Callable] = []
+ADDERS: List[Callable] = [add_parse, add_flops, add_plot]
 """Functions ``add(subparsers)``, one per sub-command, in the order ``--help`` lists them."""
 
 
