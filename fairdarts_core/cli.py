@@ -280,6 +280,43 @@ def run_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- mechanism: the deep chain of mixed edges (skip vs a convolution) ----------------------------------
+
+def add_mechanism(sub) -> None:
+    p = _command(sub, "mechanism", "Train a deep chain of mixed edges (skip vs a conv) bi-level on Fashion-MNIST "
+                 "and report how skip's weight ends up (the collapse mechanism).", run_mechanism)
+    p.add_argument("--depth", type=int, default=16, help="number of mixed edges in the chain")
+    p.add_argument("--relaxation", choices=["softmax", "sigmoid"], default="softmax")
+    p.add_argument("--ops", default="skip_connect,conv_3x3", help="comma-separated candidate ops (with skip_connect)")
+    p.add_argument("--steps", type=int, default=500, help="bi-level steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--arch-lr", type=float, default=3e-3)
+    p.add_argument("--subset", type=int, default=4000, help="Fashion-MNIST images (half weights, half alpha)")
+    p.add_argument("--out", type=Path, help="write the trajectory and its provenance as JSON")
+
+
+def run_mechanism(args: argparse.Namespace) -> int:
+    import time
+
+    from .mechanism import ChainConfig, run_chain, skip_summary
+    from .provenance import provenance
+    cfg = ChainConfig(depth=args.depth, relaxation=args.relaxation, ops=tuple(args.ops.split(",")),
+                      steps=args.steps, seed=args.seed, arch_lr=args.arch_lr, subset=args.subset)
+    start = time.time()
+    result = run_chain(cfg)
+    result["summary"] = summary = skip_summary(result)
+    if args.out:
+        result["provenance"] = provenance(["fairdarts"] + sys.argv[1:], time.time() - start)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_name(args.out.name + ".tmp")
+        tmp.write_text(json.dumps(result) + "\n")
+        tmp.replace(args.out)  # atomic: a killed run never leaves half a file
+    emit(args, summary, f"depth {summary['depth']}, {args.relaxation}: skip weight {summary['skip_weight']:.3f}, "
+         f"best other op {summary['other_weight']:.3f}, skip wins {summary['skip_wins']}/{summary['depth']} layers, "
+         f"train acc {summary['train_acc']:.3f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fairdarts", description="Fair DARTS, hands-on: search, parse, "
                                      "retrain and inspect differentiable architecture search.")
@@ -289,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-ADDERS: List[Callable] = [add_parse, add_flops, add_plot]
+ADDERS: List[Callable] = [add_parse, add_flops, add_plot, add_mechanism]
 """Functions ``add(subparsers)``, one per sub-command, in the order ``--help`` lists them."""
 
 

@@ -1,0 +1,139 @@
+"""The collapse mechanism in minutes: a deep chain of mixed edges, skip against a convolution.
+
+Fair DARTS (Sec. 3) explains the collapse of DARTS as an *unfair advantage in an exclusive
+competition*: a skip connection makes a deep supernet easier to train, like a residual path, so
+gradient descent on the architecture weights favours it; under softmax every gain of skip is a loss
+of the other ops. This experiment isolates that claim: ``depth`` mixed edges in a chain (no cells, no
+reduction), each choosing between ``skip_connect`` and a convolution, trained bi-level on real data.
+If the residual-path explanation holds, skip's weight should grow with depth under softmax, while
+under sigmoid both ops can keep high weights.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import Augment, search_loaders
+from .ops import check_op_names, search_op
+from .relax import relax
+
+
+@dataclass
+class ChainConfig:
+    """One run of the mechanism experiment (defaults: minutes on 2 CPU cores)."""
+
+    depth: int = 16
+    ops: Tuple[str, ...] = ("skip_connect", "conv_3x3")
+    relaxation: str = "softmax"
+    channels: int = 16
+    steps: int = 500                 # bi-level steps (one architecture + one weight step each)
+    batch_size: int = 64
+    subset: int = 4000               # Fashion-MNIST images, half for weights, half for alpha
+    lr: float = 0.025                # weights: SGD momentum 0.9, wd 3e-4, cosine to lr_min
+    lr_min: float = 0.001
+    arch_lr: float = 3e-3            # alpha: Adam (DARTS's betas)
+    arch_betas: Tuple[float, float] = (0.5, 0.999)
+    arch_weight_decay: float = 1e-3
+    grad_clip: float = 5.0
+    record_every: int = 25
+    seed: int = 0
+    data_dir: Optional[str] = None
+
+    def __post_init__(self):
+        self.ops = tuple(self.ops)
+        check_op_names(self.ops)
+        if "skip_connect" not in self.ops:
+            raise ValueError("the mechanism experiment needs 'skip_connect' among its ops")
+        relax(torch.zeros(1, 1), self.relaxation)
+
+
+class MixedChain(nn.Module):
+    """stem (stride 2) -> ``depth`` mixed edges -> global pool -> classifier."""
+
+    def __init__(self, cfg: ChainConfig, in_channels: int, num_classes: int):
+        super().__init__()
+        self.cfg = cfg
+        C = cfg.channels
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C))
+        self.edges = nn.ModuleList(nn.ModuleList(search_op(name, C, 1) for name in cfg.ops) for _ in range(cfg.depth))
+        self.classifier = nn.Linear(C, num_classes)
+        self.alpha = nn.Parameter(torch.zeros(cfg.depth, len(cfg.ops)))
+
+    def relaxed_weights(self) -> torch.Tensor:
+        return relax(self.alpha, self.cfg.relaxation)
+
+    def weights(self) -> List[nn.Parameter]:
+        return [p for p in self.parameters() if p is not self.alpha]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.relaxed_weights()
+        x = self.stem(x)
+        for layer, ops in enumerate(self.edges):
+            x = sum(w[layer, k] * op(x) for k, op in enumerate(ops))
+        return self.classifier(x.mean((2, 3)))
+
+
+def run_chain(cfg: ChainConfig, callback: Optional[Callable[[dict], None]] = None) -> Dict:
+    """Train one chain bi-level (first order: an alpha step on an architecture batch, then a weight
+    step on a training batch) and return its trajectory: every ``record_every`` steps, the relaxed
+    weights of every layer and the training accuracy of the recent batches."""
+    torch.manual_seed(cfg.seed)
+    train, valid, info = search_loaders("fashion-mnist", cfg.data_dir, subset=cfg.subset, train_portion=0.5,
+                                        batch_size=cfg.batch_size, seed=cfg.seed,
+                                        augment=Augment(crop_pad=0, flip=False))
+    model = MixedChain(cfg, info.in_channels, info.num_classes)
+    w_opt = torch.optim.SGD(model.weights(), cfg.lr, momentum=0.9, weight_decay=3e-4)
+    a_opt = torch.optim.Adam([model.alpha], cfg.arch_lr, betas=cfg.arch_betas, weight_decay=cfg.arch_weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, cfg.steps, eta_min=cfg.lr_min)
+
+    def batches(loader):
+        epoch = 0
+        while True:  # one persistent stream of batches, epoch after epoch
+            yield from loader.epoch(epoch)
+            epoch += 1
+
+    train_it, valid_it = batches(train), batches(valid)
+    records, correct, seen, start = [], 0, 0, time.time()
+    for step in range(1, cfg.steps + 1):
+        x_val, y_val = next(valid_it)
+        a_opt.zero_grad(set_to_none=True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(x_val), y_val), [model.alpha])
+        model.alpha.grad = grad
+        a_opt.step()
+
+        x, y = next(train_it)
+        w_opt.zero_grad(set_to_none=True)
+        logits = model(x)
+        F.cross_entropy(logits, y).backward()
+        nn.utils.clip_grad_norm_(model.weights(), cfg.grad_clip)
+        w_opt.step()
+        sched.step()
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+
+        if step % cfg.record_every == 0 or step == cfg.steps:
+            rec = {"step": step, "weights": model.relaxed_weights().detach().tolist(),
+                   "train_acc": correct / seen, "seconds": round(time.time() - start, 2)}
+            correct = seen = 0
+            records.append(rec)
+            if callback is not None:
+                callback(rec)
+    return {"config": asdict(cfg), "records": records}
+
+
+def skip_summary(result: Dict) -> Dict[str, float]:
+    """The final state of one run: mean skip weight, mean weight of the best other op, and on how many
+    layers skip's weight exceeds every other op's."""
+    ops = list(result["config"]["ops"])
+    w = np.asarray(result["records"][-1]["weights"])
+    s = ops.index("skip_connect")
+    others = np.delete(w, s, axis=1)
+    return {"depth": w.shape[0], "skip_weight": float(w[:, s].mean()), "other_weight": float(others.max(1).mean()),
+            "skip_wins": int((w[:, s] > others.max(1)).sum()), "train_acc": result["records"][-1]["train_acc"]}
