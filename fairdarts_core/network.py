@@ -124,8 +124,13 @@ class AuxiliaryHeadCIFAR(nn.Module):
             nn.ReLU(inplace=True),
         )
         self.classifier = nn.Linear(768, num_classes)
+        self.min_size = 5 + pool_stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if min(x.shape[-2:]) < self.min_size:  # the 5x5 pool must leave at least 2x2 for the 2x2 conv
+            raise ValueError(f"the auxiliary head needs at least a {self.min_size}x{self.min_size} feature map "
+                             f"(32x32 images for CIFAR), got {tuple(x.shape[-2:])}: pad the images "
+                             f"(e.g. 28 -> 32) or use auxiliary=False")
         return self.classifier(self.features(x).flatten(1))
 
 
