@@ -1,0 +1,116 @@
+"""What the book measures: cost of an evaluation network (FLOPs, parameters) and, in other sections,
+properties of a search (dominant ops, skip share, discretization gap, Hessian).
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from .genotype import Genotype
+
+# ==========================================================================================================
+# FLOPs and parameters of evaluation networks (compared with the published figures of the zoo)
+# ==========================================================================================================
+#
+# How the Fair DARTS authors count (official_settings.md): thop on one 32x32 image, the CIFAR network in
+# eval mode (so the auxiliary head does not run), BatchNorm excluded (it folds into the preceding conv at
+# inference). thop counts multiply-accumulates of convs and linear layers, plus one op per output element
+# of average pools; ReLU, max pool, identity, additions and concatenations count zero. We use exactly that
+# and nothing tuned: the tests compare the count with the published figures, they do not fit it.
+
+
+def _no_ops(module: nn.Module, inputs, output) -> None:
+    """thop rule for BatchNorm: zero operations (BN is folded into the conv before it at inference)."""
+    module.total_ops += torch.zeros(1, dtype=torch.float64)
+
+
+def count_params(model: nn.Module, with_aux: bool = True) -> int:
+    """Number of parameters of ``model``; ``with_aux=False`` leaves out the auxiliary head (which only
+    exists for training and is thrown away afterwards)."""
+    return sum(p.numel() for name, p in model.named_parameters()
+               if with_aux or not name.startswith("auxiliary_head."))
+
+
+def count_flops(model: nn.Module, resolution: int = 32, in_channels: int = 3) -> int:
+    """thop's count for one ``in_channels x resolution x resolution`` image, eval mode, BatchNorm excluded.
+
+    thop adds ``total_ops``/``total_params`` buffers to every module and removes only some of them, so
+    it counts on a copy: ``model`` comes back untouched (same buffers, same mode).
+    """
+    return _thop_flops(copy.deepcopy(model), resolution, in_channels)
+
+
+def _thop_flops(scratch: nn.Module, resolution: int, in_channels: int) -> int:
+    """thop's count on a model that is thrown away afterwards (thop leaves buffers in it)."""
+    with warnings.catch_warnings():  # thop 0.1.1 imports distutils' deprecated LooseVersion
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import thop
+    x = torch.randn(1, in_channels, resolution, resolution)
+    custom = {nn.BatchNorm1d: _no_ops, nn.BatchNorm2d: _no_ops}
+    flops, _ = thop.profile(scratch.eval(), inputs=(x,), custom_ops=custom, verbose=False)
+    return int(round(float(flops)))
+
+
+def profile_genotype(genotype: Genotype, channels: int = 36, layers: int = 20, num_classes: int = 10,
+                     resolution: int = 32, in_channels: int = 3) -> Dict[str, int]:
+    """FLOPs and parameters of the CIFAR evaluation network of ``genotype`` (defaults: the paper's 36
+    channels, 20 cells, 32x32 CIFAR-10 images).
+
+    Returns ``{"flops", "params", "params_with_aux"}``: thop's count (BN excluded, one image), the
+    parameters without the auxiliary head, and with it. A genotype may also be a zoo name.
+    """
+    from .network import NetworkCIFAR  # imported here: analysis's other sections do not need networks
+
+    model = NetworkCIFAR(channels, num_classes, layers, auxiliary=True, genotype=genotype,
+                         in_channels=in_channels)
+    params, params_with_aux = count_params(model, with_aux=False), count_params(model, with_aux=True)
+    return {"flops": _thop_flops(model, resolution, in_channels), "params": params,
+            "params_with_aux": params_with_aux}
+
+
+def compare_with_published(name: str, measured: Optional[Dict[str, int]] = None) -> dict:
+    """Our counts for zoo cell ``name`` beside its published figures.
+
+    Published parameter counts are mixed: some include the auxiliary head, some do not. ``params_match``
+    says which of our two counts the published ``params_M`` is closer to (``"with_aux"`` or
+    ``"without_aux"``). ``flops_rel_error`` is (measured - published) / published. Where the authors
+    published a second FLOPs figure for the same cell (DARTS_V2), it is compared too (``..._alt``).
+    Keys whose published figure is missing are ``None``.
+    """
+    from . import zoo
+
+    pub = zoo.published(name)
+    m = measured if measured is not None else profile_genotype(zoo.get(name))
+    out = {
+        "arch": name,
+        "flops_M": m["flops"] / 1e6,
+        "params_M": m["params"] / 1e6,
+        "params_with_aux_M": m["params_with_aux"] / 1e6,
+        "published_flops_M": pub.get("flops_M"),
+        "published_params_M": pub.get("params_M"),
+        "published_top1": pub.get("top1"),
+        "flops_rel_error": None,
+        "params_match": None,
+        "params_rel_error": None,
+        "note": pub.get("note"),
+    }
+    if pub.get("flops_M"):
+        out["flops_rel_error"] = out["flops_M"] / pub["flops_M"] - 1.0
+    if pub.get("flops_M_alt"):
+        out["published_flops_M_alt"] = pub["flops_M_alt"]
+        out["flops_rel_error_alt"] = out["flops_M"] / pub["flops_M_alt"] - 1.0
+    if pub.get("params_M"):
+        errors = {"without_aux": out["params_M"] / pub["params_M"] - 1.0,
+                  "with_aux": out["params_with_aux_M"] / pub["params_M"] - 1.0}
+        out["params_match"] = min(errors, key=lambda k: abs(errors[k]))
+        out["params_rel_error"] = errors[out["params_match"]]
+    return out
+
+
+# ==========================================================================================================
+# (end of the FLOPs / parameters section)
+# ==========================================================================================================
