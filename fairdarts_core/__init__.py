@@ -3,6 +3,8 @@ from .genotype import Genotype, edge_index, live_nodes, parse_cell, prune_isolat
 from .ops import DARTS_OPS, FAIR_DARTS_OPS, OPS
 from .relax import relax, sigmoid, softmax, zero_one_loss
 from .supernet import Supernet, SupernetConfig
+from .network import NetworkCIFAR, NetworkImageNet
+from . import zoo
 
 __version__ = "0.1.0"
 
@@ -11,4 +13,5 @@ __all__ = [
     "DARTS_OPS", "FAIR_DARTS_OPS", "OPS",
     "relax", "sigmoid", "softmax", "zero_one_loss",
     "Supernet", "SupernetConfig", "__version__",
+    "NetworkCIFAR", "NetworkImageNet", "zoo",
 ]
