@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 import torch
 from torch import nn
@@ -55,7 +55,7 @@ def _thop_flops(scratch: nn.Module, resolution: int, in_channels: int) -> int:
     return int(round(float(flops)))
 
 
-def profile_genotype(genotype: Genotype, channels: int = 36, layers: int = 20, num_classes: int = 10,
+def profile_genotype(genotype: Union[Genotype, str], channels: int = 36, layers: int = 20, num_classes: int = 10,
                      resolution: int = 32, in_channels: int = 3) -> Dict[str, int]:
     """FLOPs and parameters of the CIFAR evaluation network of ``genotype`` (defaults: the paper's 36
     channels, 20 cells, 32x32 CIFAR-10 images).

@@ -114,7 +114,7 @@ class AuxiliaryHeadCIFAR(nn.Module):
     def __init__(self, C: int, num_classes: int, pool_stride: int = 3):
         super().__init__()
         self.features = nn.Sequential(
-            nn.ReLU(inplace=True),
+            nn.ReLU(inplace=False),  # not in place: the head's input also feeds the next two cells
             nn.AvgPool2d(5, stride=pool_stride, padding=0, count_include_pad=False),
             nn.Conv2d(C, 128, 1, bias=False),
             nn.BatchNorm2d(128),
@@ -224,7 +224,7 @@ class NetworkImageNet(_Network):
             nn.BatchNorm2d(C),
         )
         self.stem1 = nn.Sequential(
-            nn.ReLU(inplace=True),
+            nn.ReLU(inplace=False),  # not in place: stem0's output is also the first cell's input 0
             nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(C),
         )
