@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Dict, Optional, Union
+from typing import Dict, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from torch import nn
 
 from .genotype import Genotype
+from .ops import PARAMETER_FREE_OPS
 
 # ==========================================================================================================
 # FLOPs and parameters of evaluation networks (compared with the published figures of the zoo)
@@ -114,3 +116,73 @@ def compare_with_published(name: str, measured: Optional[Dict[str, int]] = None)
 # ==========================================================================================================
 # (end of the FLOPs / parameters section)
 # ==========================================================================================================
+
+
+# ==========================================================================================================
+# What a search did: dominant ops per epoch, skip share, parameter-free share (the collapse, Fair DARTS Fig. 1)
+# ==========================================================================================================
+#
+# An edge's *dominant* op is the one with the largest relaxed weight (never ``none``: DARTS excludes it when
+# it derives a cell, and it would dominate nothing in the discrete network). Fair DARTS's Figure 1 stacks,
+# epoch by epoch, how many of the 14 edges of the normal cell each op dominates.
+
+def dominant_ops(weights, primitives: Sequence[str]) -> List[str]:
+    """The dominant op of every edge (row) of a relaxed-weight matrix; ties go to the earlier op."""
+    W = np.asarray(weights, dtype=np.float64)
+    candidates = [k for k, p in enumerate(primitives) if p != "none"]
+    if W.ndim != 2 or W.shape[1] != len(primitives) or not candidates:
+        raise ValueError(f"weights must have shape (n_edges, {len(primitives)}), got {W.shape}")
+    return [primitives[candidates[int(np.argmax(row[candidates]))]] for row in W]
+
+
+def dominant_op_counts(history: Sequence[dict], primitives: Sequence[str], cell: str = "normal") -> Dict[str, List[int]]:
+    """For every op (not ``none``), how many edges of ``cell`` it dominates at each recorded epoch:
+    ``{op: [count at epoch 1, count at epoch 2, ...]}`` (the data of a stacked area plot)."""
+    key = f"{cell}_weight"
+    ops = [p for p in primitives if p != "none"]
+    counts = {op: [] for op in ops}
+    for record in history:
+        if key not in record:
+            raise ValueError(f"a history record has no {key!r} (cell must be 'normal' or 'reduce')")
+        winners = dominant_ops(record[key], primitives)
+        for op in ops:
+            counts[op].append(winners.count(op))
+    return counts
+
+
+def op_share(weights, primitives: Sequence[str], ops) -> float:
+    """Fraction of the edges whose dominant op is one of ``ops``."""
+    winners = dominant_ops(weights, primitives)
+    return sum(w in set(ops) for w in winners) / len(winners)
+
+
+def skip_share(weights, primitives: Sequence[str]) -> float:
+    """Fraction of the edges that ``skip_connect`` dominates (the collapse drives it up)."""
+    return op_share(weights, primitives, {"skip_connect"})
+
+
+def parameter_free_share(weights, primitives: Sequence[str]) -> float:
+    """Fraction of the edges dominated by a parameter-free op (skip, max/avg pool)."""
+    return op_share(weights, primitives, PARAMETER_FREE_OPS - {"none"})
+
+
+def op_weight(weights, primitives: Sequence[str], op: str) -> np.ndarray:
+    """The relaxed weight of ``op`` on every edge (a column of the matrix)."""
+    if op not in primitives:
+        raise ValueError(f"op {op!r} is not among the primitives {list(primitives)}")
+    return np.asarray(weights, dtype=np.float64)[:, list(primitives).index(op)]
+
+
+def history_series(history: Sequence[dict], primitives: Sequence[str], cell: str = "normal") -> Dict[str, List[float]]:
+    """Per epoch: mean skip weight, skip share, parameter-free share, and the skip count of the derived cell."""
+    key = f"{cell}_weight"
+    out: Dict[str, List[float]] = {"epoch": [], "skip_weight": [], "skip_share": [], "parameter_free_share": [],
+                                   "skip_count": []}
+    for r in history:
+        W = r[key]
+        out["epoch"].append(r.get("epoch", len(out["epoch"]) + 1))
+        out["skip_weight"].append(float(op_weight(W, primitives, "skip_connect").mean()) if "skip_connect" in primitives else 0.0)
+        out["skip_share"].append(skip_share(W, primitives))
+        out["parameter_free_share"].append(parameter_free_share(W, primitives))
+        out["skip_count"].append(r.get(f"skip_{cell}"))
+    return out

@@ -1,0 +1,58 @@
+"""The search-analysis helpers on hand-made histories (answers derived by hand)."""
+import numpy as np
+import pytest
+
+from fairdarts_core.analysis import (dominant_op_counts, dominant_ops, history_series, op_weight,
+                                     parameter_free_share, skip_share)
+from fairdarts_core.ops import DARTS_OPS, FAIR_DARTS_OPS
+
+OPS = list(FAIR_DARTS_OPS)  # max, avg, skip, sep3, sep5, dil3, dil5
+
+
+def matrix(winners, ops=OPS, high=0.9, low=0.1):
+    """14 rows; row i has ``high`` on op ``winners[i]`` and ``low`` elsewhere."""
+    W = np.full((len(winners), len(ops)), low)
+    for i, op in enumerate(winners):
+        W[i, ops.index(op)] = high
+    return W
+
+
+def test_dominant_ops_and_ties():
+    W = np.zeros((2, 7))
+    W[0, 2] = W[0, 3] = 0.7          # tie between skip and sep3: the earlier op wins
+    W[1, 6] = 0.2
+    assert dominant_ops(W, OPS) == ["skip_connect", "dil_conv_5x5"]
+
+
+def test_none_is_never_dominant():
+    W = np.zeros((1, 8))
+    W[0, 0], W[0, 4] = 0.9, 0.05     # 'none' largest, then sep_conv_3x3
+    assert dominant_ops(W, DARTS_OPS) == ["sep_conv_3x3"]
+    counts = dominant_op_counts([{"normal_weight": W.tolist()}], DARTS_OPS)
+    assert "none" not in counts and counts["sep_conv_3x3"] == [1]
+
+
+def test_counts_shares_and_series_follow_a_collapse():
+    early = matrix(["sep_conv_3x3"] * 10 + ["skip_connect"] * 2 + ["max_pool_3x3"] * 2)
+    late = matrix(["sep_conv_3x3"] * 4 + ["skip_connect"] * 8 + ["avg_pool_3x3"] * 2)
+    history = [{"epoch": 1, "normal_weight": early.tolist(), "skip_normal": 0},
+               {"epoch": 2, "normal_weight": late.tolist(), "skip_normal": 3}]
+    counts = dominant_op_counts(history, OPS)
+    assert counts["skip_connect"] == [2, 8] and counts["sep_conv_3x3"] == [10, 4]
+    assert counts["max_pool_3x3"] == [2, 0] and counts["avg_pool_3x3"] == [0, 2]
+    assert all(sum(c[e] for c in counts.values()) == 14 for e in range(2))
+    assert skip_share(late, OPS) == pytest.approx(8 / 14)
+    assert parameter_free_share(late, OPS) == pytest.approx(10 / 14)
+    series = history_series(history, OPS)
+    assert series["skip_share"] == pytest.approx([2 / 14, 8 / 14])
+    assert series["skip_weight"] == pytest.approx([(2 * 0.9 + 12 * 0.1) / 14, (8 * 0.9 + 6 * 0.1) / 14])
+    assert series["skip_count"] == [0, 3]
+
+
+def test_bad_input_is_a_clear_error():
+    with pytest.raises(ValueError, match="shape"):
+        dominant_ops(np.zeros((14, 5)), OPS)
+    with pytest.raises(ValueError, match="no 'middle_weight'"):
+        dominant_op_counts([{"normal_weight": []}], OPS, cell="middle")
+    with pytest.raises(ValueError, match="not among"):
+        op_weight(np.zeros((14, 7)), OPS, "none")
