@@ -67,6 +67,8 @@ def parse_cell(weights, primitives: Sequence[str], method: str = "threshold_spar
     W = np.asarray(weights, dtype=np.float64)
     if W.ndim != 2 or W.shape[1] != len(primitives):
         raise ValueError(f"weights must have shape (14, {len(primitives)}) for {len(primitives)} ops; got {tuple(W.shape)}")
+    if not np.isfinite(W).all():
+        raise ValueError("weights contain NaN or infinite values (did the search diverge?)")
     steps = steps_for(W.shape[0])
     # Candidate ops (never 'none'), and each row's strength restricted to them.
     candidates = [k for k, p in enumerate(primitives) if p != "none"]
@@ -150,6 +152,8 @@ class Genotype:
     steps: int = STEPS
 
     def __post_init__(self):
+        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
+            raise ValueError(f"genotype steps must be a positive integer, got {self.steps!r}")
         object.__setattr__(self, "normal", tuple(validate_cell(self.normal, self.steps, "normal cell")))
         object.__setattr__(self, "reduce", tuple(validate_cell(self.reduce, self.steps, "reduction cell")))
 
@@ -171,8 +175,11 @@ class Genotype:
                    steps: int = STEPS) -> "Genotype":
         """From the DARTS style: two ``(op, from)`` entries per intermediate node, nodes 2.. in order."""
         def convert(pairs, name):
-            pairs = [tuple(p) for p in pairs]
-            if len(pairs) != 2 * steps or any(len(p) != 2 for p in pairs):
+            pairs = list(pairs)
+            for p in pairs:
+                if not isinstance(p, (list, tuple)) or len(p) != 2:
+                    raise ValueError(f"{name}: malformed DARTS pair {p!r}; expected (op, from_node)")
+            if len(pairs) != 2 * steps:
                 raise ValueError(f"{name}: DARTS pairs need {2 * steps} (op, from) entries, got {len(pairs)}")
             return [(op, 2 + i // 2, src) for i, (op, src) in enumerate(pairs)]
         return cls(tuple(convert(normal, "normal cell")), tuple(convert(reduce, "reduction cell")), steps)
@@ -204,7 +211,7 @@ class Genotype:
                 raise ValueError(f"genotype '{kind}' must be a list of [op, to, from] edges")
         return cls(tuple(tuple(e) if isinstance(e, list) else e for e in d["normal"]),
                    tuple(tuple(e) if isinstance(e, list) else e for e in d["reduce"]),
-                   int(d.get("steps", STEPS)))
+                   d.get("steps", STEPS))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())

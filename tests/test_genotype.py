@@ -138,6 +138,8 @@ def test_threshold_edge_keeps_up_to_two_ops_per_edge_on_every_edge():
 
 def test_parse_rejects_bad_method_and_shape():
     W = matrix({})
+    with pytest.raises(ValueError, match="NaN"):
+        parse_cell(matrix({(2, 0): {"skip_connect": np.nan}}), FAIR)
     with pytest.raises(ValueError, match="unknown parse method"):
         parse_cell(W, FAIR, "greedy")
     with pytest.raises(ValueError, match="shape"):
@@ -194,6 +196,10 @@ def test_from_pairs_converts_darts_style():
         Genotype.from_pairs(normal[:7], reduce)
     with pytest.raises(ValueError, match="node 3 is fed by itself"):
         Genotype.from_pairs(normal[:2] + [("skip_connect", 3)] + normal[3:], reduce)
+    with pytest.raises(ValueError, match="malformed DARTS pair .sep_conv_3x3."):
+        Genotype.from_pairs(["sep_conv_3x3", 0] * 4, reduce)  # flattened by mistake
+    with pytest.raises(ValueError, match="malformed DARTS pair"):
+        Genotype.from_pairs([("sep_conv_3x3", 2, 0)] * 8, reduce)  # triples given as pairs
 
 
 # --- JSON ------------------------------------------------------------------------------------------------
@@ -222,6 +228,9 @@ def test_json_round_trip(tmp_path):
     ('{"normal": "sep_conv_3x3", "reduce": []}', "must be a list"),
     ('{"normal": [["sep_conv_3x3", 2]], "reduce": []}', "malformed edge"),
     ('{"normal": [["conv_7x7", 2, 0]], "reduce": []}', "unknown op 'conv_7x7'"),
+    ('{"normal": [], "reduce": [], "steps": null}', "steps must be a positive integer"),
+    ('{"normal": [], "reduce": [], "steps": 4.5}', "steps must be a positive integer"),
+    ('{"normal": [], "reduce": [], "steps": 0}', "steps must be a positive integer"),
 ])
 def test_from_json_errors(text, message):
     with pytest.raises(ValueError, match=message):
