@@ -338,7 +338,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         return COMMANDS[args.command](args) or 0
-    except (UserError, ValueError, FileNotFoundError, KeyError) as e:
+    except (UserError, ValueError, OSError, KeyError) as e:  # OSError: missing files, directories, permissions
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"fairdarts {args.command}: error: {msg}", file=sys.stderr)
         return 2

@@ -192,6 +192,8 @@ def test_parse_run_dir_reads_config(tmp_path, capsys):
      [".npz"]),
     (None, ("--normal", "N.npy", "--reduce", "R.npy", "--threshold", "1.5"), ["--threshold"]),
     (None, ("--normal", "N.npy", "--reduce", "R.npy", "--out", "no/dir/g.json"), ["does not exist"]),
+    (lambda d: (d / "adir").mkdir(), ("--normal", "N.npy", "--reduce", "R.npy", "--out", "adir"),
+     ["Is a directory"]),
     (lambda d: ((d / "run").mkdir(), np.save(d / "run/normal_weight.npy", NORMAL),
                 np.save(d / "run/reduce_weight.npy", REDUCE), (d / "run/config.json").write_text("{oops")),
      ("run",), ["config.json", "not valid JSON"]),
