@@ -5,6 +5,7 @@ from .relax import relax, sigmoid, softmax, zero_one_loss
 from .supernet import Supernet, SupernetConfig
 from .network import NetworkCIFAR, NetworkImageNet
 from . import zoo
+from .viz import plot_cell, plot_genotype, plot_weights_heatmap, save_cell
 
 __version__ = "0.1.0"
 
@@ -14,4 +15,5 @@ __all__ = [
     "relax", "sigmoid", "softmax", "zero_one_loss",
     "Supernet", "SupernetConfig", "__version__",
     "NetworkCIFAR", "NetworkImageNet", "zoo",
+    "plot_cell", "plot_genotype", "plot_weights_heatmap", "save_cell",
 ]
