@@ -1,0 +1,336 @@
+"""Data sets, the search split, the paper's augmentations, and device-resident batches.
+
+- CIFAR-10 / CIFAR-100 (the paper's data) come through torchvision, downloaded into ``data/`` the first
+  time when the machine is online.
+- Fashion-MNIST (the offline data set of the CPU presets) is read from its four gzip idx files, found in
+  ``data/fashion-mnist/`` or in Debian's ``/usr/share/datasets/fashion-mnist/``; no network, ever.
+
+All of these are small (CIFAR-10 is 150 MB as uint8), so a data set lives as one uint8 tensor on the
+device and batches are cut from it with tensor ops (:class:`TensorLoader`): no DataLoader workers, no
+per-image Python, and every epoch's order and augmentation come from a generator seeded with
+``(seed, epoch)``, which is what makes a resumed search exactly equal to an uninterrupted one.
+
+Augmentations (DARTS's CIFAR pipeline, Liu et al. 2019, and Fair DARTS's retraining): random crop with
+4-pixel zero padding, horizontal flip, optional AutoAugment (Cubuk et al. 2019, torchvision's CIFAR-10
+policy), normalisation, cutout (DeVries & Taylor 2017, applied after normalisation as in DARTS).
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class DataError(ValueError):
+    """A data set that cannot be found or read (reported by the CLI as one line)."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+
+
+DATASETS = {
+    # CIFAR statistics as in the authors' scripts (official_settings.md).
+    "cifar10": DatasetInfo("cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": DatasetInfo("cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    # Fashion-MNIST: mean and std of its 60k training images.
+    "fashion-mnist": DatasetInfo("fashion-mnist", 10, 1, 28, (0.2860,), (0.3530,)),
+}
+
+SYSTEM_DIRS: List[Path] = [Path("/usr/share/datasets/fashion-mnist")]
+"""Where a system package may have put Fashion-MNIST (Debian's ``dataset-fashion-mnist``)."""
+
+FASHION_FILES = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                 False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}") from None
+
+
+def default_data_dir() -> Path:
+    """``$FAIRDARTS_DATA``, else the repository's ``data/`` (an editable install, e.g. the book's
+    notebooks run from ``book/``), else ``./data``."""
+    if os.environ.get("FAIRDARTS_DATA"):
+        return Path(os.environ["FAIRDARTS_DATA"])
+    repo_data = Path(__file__).resolve().parents[1] / "data"
+    if (repo_data / "README.md").is_file():
+        return repo_data
+    return Path("data")
+
+
+# --- reading the raw data sets ------------------------------------------------------------------------
+def _read_idx(path: Path) -> np.ndarray:
+    """Read an idx file (the MNIST format: big-endian magic, dims, then raw uint8 data), gzipped or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path} is not an idx file of unsigned bytes")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {data.size}")
+    return data.reshape(dims)
+
+
+def _find_fashion_file(dirs: Sequence[Path], stem: str) -> Optional[Path]:
+    for d in dirs:
+        for name in (stem + ".gz", stem):
+            if (d / name).is_file():
+                return d / name
+    return None
+
+
+def fashion_mnist_dirs(data_dir: Union[str, Path]) -> List[Path]:
+    data_dir = Path(data_dir)
+    # our layout, torchvision's layout, then the system package
+    return [data_dir / "fashion-mnist", data_dir / "FashionMNIST" / "raw", *SYSTEM_DIRS]
+
+
+def load_fashion_mnist(data_dir: Union[str, Path], train: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    dirs = fashion_mnist_dirs(data_dir)
+    paths = [_find_fashion_file(dirs, stem) for stem in FASHION_FILES[train]]
+    if None in paths:
+        raise DataError(
+            f"Fashion-MNIST not found (looked in {', '.join(str(d) for d in dirs)}): install it with "
+            f"'sudo apt-get install dataset-fashion-mnist' or put the four idx .gz files in {Path(data_dir) / 'fashion-mnist'}/")
+    images, labels = (_read_idx(p) for p in paths)
+    if images.ndim != 3 or labels.shape != (images.shape[0],):
+        raise DataError(f"Fashion-MNIST files in {paths[0].parent} have unexpected shapes {images.shape}, {labels.shape}")
+    return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+
+
+def load_cifar(name: str, data_dir: Union[str, Path], train: bool, download: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+    import torchvision  # imported here: only CIFAR needs it
+
+    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    label = "CIFAR-10" if name == "cifar10" else "CIFAR-100"
+    data_dir = Path(data_dir)
+    try:
+        ds = cls(str(data_dir), train=train, download=download)
+    except Exception as e:  # no internet, a half-downloaded archive, a full disk ...
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"{label} not found in {data_dir} and could not be downloaded ({reason}): run once on a "
+                        f"machine that is online (torchvision downloads it into {data_dir}/), or place "
+                        f"torchvision's CIFAR folder/archive in {data_dir}/") from None
+    images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+    return images, torch.as_tensor(ds.targets, dtype=torch.int64)
+
+
+def load_dataset(name: str, train: bool = True, data_dir: Union[str, Path, None] = None,
+                 download: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+    """All images of one split as a uint8 tensor ``(N, C, H, W)`` and int64 labels ``(N,)``, on the CPU."""
+    dataset_info(name)
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    if name == "fashion-mnist":
+        return load_fashion_mnist(data_dir, train)
+    return load_cifar(name, data_dir, train, download)
+
+
+# --- subsets and the search split ---------------------------------------------------------------------
+def balanced_subset(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` indices with (nearly) the same number of images of every class, drawn with ``seed``.
+
+    Classes are interleaved (one image of each class in turn), so any prefix of the result, e.g. the
+    weights part of the search split, is class-balanced too.
+    """
+    if n > len(labels):
+        raise ValueError(f"a subset of {n} images asked from a split of {len(labels)}")
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(labels), generator=g)
+    per_class = [perm[labels[perm] == c] for c in torch.unique(labels).tolist()]
+    rank = torch.empty(len(labels), dtype=torch.int64)  # position of an image inside its class
+    for members in per_class:
+        rank[members] = torch.arange(len(members))
+    order = torch.cat(per_class)
+    # sort by (rank within class, class): round-robin over the classes
+    key = rank[order] * (len(per_class) + 1) + labels[order]
+    return order[torch.argsort(key, stable=True)][:n]
+
+
+def resize(images: torch.Tensor, size: Optional[int]) -> torch.Tensor:
+    """Bilinear resize of uint8 images (CPU presets shrink 28x28 Fashion-MNIST to 16x16 for speed)."""
+    if size is None or size == images.shape[-1]:
+        return images
+    x = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+# --- augmentation on whole batches --------------------------------------------------------------------
+def _seed(*keys: int) -> int:
+    """One 63-bit seed from several integers (seed, epoch, pass, rank, stream)."""
+    s = 0x9E3779B97F4A7C15
+    for k in keys:
+        s = (s ^ (int(k) + 0x632BE59BD9B4E019 + (s << 6) + (s >> 2))) & ((1 << 63) - 1)
+    return s
+
+
+def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, g: torch.Generator) -> torch.Tensor:
+    """Per image: a random ``H x W`` crop of the zero-padded image, then a horizontal flip with p=0.5
+    (torchvision's ``RandomCrop(padding=pad)`` + ``RandomHorizontalFlip()``, on a whole batch at once)."""
+    B, _, H, W = x.shape
+    dev = x.device
+    oy = torch.randint(0, 2 * pad + 1, (B,), generator=g)
+    ox = torch.randint(0, 2 * pad + 1, (B,), generator=g)
+    rows = oy[:, None] + torch.arange(H)
+    cols = ox[:, None] + torch.arange(W)
+    if flip:
+        flipped = torch.rand(B, generator=g) < 0.5
+        cols = torch.where(flipped[:, None], cols.flip(1), cols)
+    if pad:
+        x = F.pad(x, (pad, pad, pad, pad))
+    rows, cols = rows.to(dev), cols.to(dev)
+    out = x[torch.arange(B, device=dev)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # B, H, W, C
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def cutout(x: torch.Tensor, length: int, g: torch.Generator) -> torch.Tensor:
+    """Zero one ``length x length`` square per image, centred anywhere (clipped at the border), as DARTS."""
+    B, _, H, W = x.shape
+    cy = torch.randint(0, H, (B, 1), generator=g)
+    cx = torch.randint(0, W, (B, 1), generator=g)
+    ys, xs = torch.arange(H)[None], torch.arange(W)[None]
+    in_y = (ys >= cy - length // 2) & (ys < cy + length // 2)
+    in_x = (xs >= cx - length // 2) & (xs < cx + length // 2)
+    keep = ~(in_y[:, :, None] & in_x[:, None, :])
+    return x * keep[:, None].to(device=x.device, dtype=x.dtype)
+
+
+@dataclass
+class Augment:
+    """What a training batch goes through (an evaluation batch only gets normalised)."""
+
+    crop_pad: int = 4
+    flip: bool = True
+    cutout: int = 0              # side of the cutout square in pixels, 0 = off
+    autoaugment: bool = False    # torchvision's AutoAugment, CIFAR-10 policy
+
+
+def _autoaugment(x: torch.Tensor) -> torch.Tensor:
+    """AutoAugment picks one sub-policy per image, so it runs image by image (uint8 in, uint8 out)."""
+    from torchvision.transforms import AutoAugment, AutoAugmentPolicy
+
+    aa = AutoAugment(AutoAugmentPolicy.CIFAR10)
+    return torch.stack([aa(img) for img in x])
+
+
+class TensorLoader:
+    """Batches from a device-resident uint8 data set: shuffled, augmented and normalised on the device.
+
+    ``loader.epoch(e)`` returns one iterator over the epoch's batches; its order and augmentation depend
+    only on ``(seed, e)`` (and the rank), never on what ran before: resuming at epoch ``e`` reproduces
+    exactly the batches an uninterrupted run would have drawn. ``epoch(e, n_batches)`` draws exactly
+    ``n_batches``, running through the data as many times as needed (the architecture batches of a
+    search when that split is smaller than the weights split).
+
+    Under ``torch.distributed`` (``world_size > 1``) each rank gets its share of every epoch from
+    :class:`torch.utils.data.DistributedSampler` (same seed on every rank, ``set_epoch`` per epoch).
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, info: DatasetInfo,
+                 train: bool, augment: Optional[Augment] = None, seed: int = 0, drop_last: bool = False,
+                 rank: int = 0, world_size: int = 1, device: Union[str, torch.device] = "cpu"):
+        if len(images) == 0:
+            raise ValueError("empty data set")
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+        self.batch_size, self.train, self.seed, self.drop_last = batch_size, train, seed, drop_last
+        self.augment = augment if augment is not None else (Augment() if train else None)
+        self.rank, self.world_size = rank, world_size
+        self.mean = torch.tensor(info.mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(info.std, device=self.device).view(1, -1, 1, 1)
+
+    def _indices(self, epoch: int, pass_: int) -> torch.Tensor:
+        n = len(self.images)
+        if self.world_size > 1:
+            from torch.utils.data import DistributedSampler
+
+            sampler = DistributedSampler(range(n), num_replicas=self.world_size, rank=self.rank,
+                                         shuffle=self.train, seed=_seed(self.seed, pass_) % (1 << 31))
+            sampler.set_epoch(epoch)
+            return torch.as_tensor(list(sampler))
+        if not self.train:
+            return torch.arange(n)
+        return torch.randperm(n, generator=torch.Generator().manual_seed(_seed(self.seed, epoch, pass_)))
+
+    def __len__(self) -> int:
+        n = len(self.images)
+        n = -(-n // self.world_size) if self.world_size > 1 else n  # DistributedSampler pads to equal shares
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.images)
+
+    def transform(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """uint8 batch -> augmented (training) and normalised float batch."""
+        aug = self.augment if self.train else None
+        if aug is not None and (aug.crop_pad or aug.flip):
+            x = random_crop_flip(x, aug.crop_pad, aug.flip, g)
+        if aug is not None and aug.autoaugment:
+            x = _autoaugment(x)
+        x = (x.float() / 255.0 - self.mean) / self.std
+        if aug is not None and aug.cutout:
+            x = cutout(x, aug.cutout, g)
+        return x
+
+    def epoch(self, epoch: int, n_batches: Optional[int] = None) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(_seed(self.seed, epoch, self.rank, 7))  # augmentation stream
+        drawn, pass_ = 0, 0
+        while True:
+            idx = self._indices(epoch, pass_).to(self.device)
+            stop = len(idx) - len(idx) % self.batch_size if self.drop_last else len(idx)
+            for start in range(0, stop, self.batch_size):
+                if n_batches is not None and drawn == n_batches:
+                    return
+                b = idx[start:start + self.batch_size]
+                yield self.transform(self.images[b], g), self.labels[b]
+                drawn += 1
+            if n_batches is None or drawn == n_batches:
+                return
+            pass_ += 1
+
+
+def search_loaders(dataset: str, data_dir=None, subset: Optional[int] = None, train_portion: float = 0.5,
+                   image_size: Optional[int] = None, batch_size: int = 64, seed: int = 0,
+                   augment: Optional[Augment] = None, device="cpu") -> Tuple[TensorLoader, TensorLoader, DatasetInfo]:
+    """The search split (DARTS, Sec. 3.1): the first ``train_portion`` of the training set (or of a
+    class-balanced ``subset`` of it) trains the weights, the rest the architecture parameters.
+    Both loaders augment, as in DARTS's search script."""
+    info = dataset_info(dataset)
+    images, labels = load_dataset(dataset, True, data_dir)
+    if subset is not None:
+        idx = balanced_subset(labels, subset, seed)
+    else:
+        idx = torch.arange(len(labels))
+    if not 0 < train_portion < 1:
+        raise ValueError(f"train_portion must be between 0 and 1, got {train_portion}")
+    split = int(round(train_portion * len(idx)))
+    if split < 1 or split >= len(idx):
+        raise ValueError(f"train_portion {train_portion} of {len(idx)} images leaves one part empty")
+    images = resize(images[idx], image_size)
+    labels = labels[idx]
+    size = image_size or info.image_size
+    info = DatasetInfo(info.name, info.num_classes, info.in_channels, size, info.mean, info.std)
+    aug = augment if augment is not None else Augment()
+    train = TensorLoader(images[:split], labels[:split], batch_size, info, True, aug, seed, device=device)
+    valid = TensorLoader(images[split:], labels[split:], batch_size, info, True, aug, seed + 1, device=device)
+    return train, valid, info
