@@ -13,6 +13,10 @@ import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+import numpy as np
+
+from .ops import DARTS_OPS, FAIR_DARTS_OPS, check_op_names
+
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
@@ -38,13 +42,8 @@ def _command(subparsers, name: str, help: str, run: Callable[[argparse.Namespace
 
 # --- parse, flops, plot: from relaxed weights to a genotype; what a genotype costs and looks like ------
 
-OP_SETS = {"fair_darts": "FAIR_DARTS_OPS", "darts": "DARTS_OPS"}
-"""``--primitives`` choices -> the op tuple's name in :mod:`fairdarts_core.ops`."""
-
-
-def _op_set(name: str) -> tuple:
-    from . import ops
-    return tuple(getattr(ops, OP_SETS[name]))
+OP_SETS = {"fair_darts": FAIR_DARTS_OPS, "darts": DARTS_OPS}
+"""``--primitives`` choices: the two published op sets (the columns of a weight matrix)."""
 
 
 def _first_line(e: Exception) -> str:
@@ -53,9 +52,8 @@ def _first_line(e: Exception) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _load_matrix(path: Path) -> "np.ndarray":
+def _load_matrix(path: Path) -> np.ndarray:
     """A relaxed-weight matrix from a .npy file, checked to be a finite 2-D array."""
-    import numpy as np
     if not path.is_file():
         raise UserError(f"weight file not found: {path}")
     try:
@@ -93,24 +91,23 @@ def _run_config(run_dir: Path) -> dict:
 
 def _resolve_primitives(choice: Optional[str], from_config, n_cols: int) -> tuple:
     """The op set (the matrix's columns): ``--primitives``, else config.json, else the column count."""
-    from .ops import check_op_names
     if choice:
-        prims, source = _op_set(choice), f"--primitives {choice}"
+        prims, source = OP_SETS[choice], f"--primitives {choice}"
     elif from_config is not None:
         source = "config.json"
         if isinstance(from_config, str) and from_config in OP_SETS:
-            prims = _op_set(from_config)
+            prims = OP_SETS[from_config]
         elif isinstance(from_config, list) and all(isinstance(p, str) for p in from_config):
             check_op_names(from_config)
             prims = tuple(from_config)
         else:
             raise UserError(f"config.json: 'primitives' must be a list of op names or one of {', '.join(OP_SETS)}")
     else:
-        by_count = {len(_op_set(name)): name for name in OP_SETS}  # 7 -> fair_darts, 8 -> darts
+        by_count = {len(ops): ops for ops in OP_SETS.values()}  # 7 -> fair_darts, 8 -> darts
         if n_cols not in by_count:
             raise UserError(f"cannot tell the op set of a matrix with {n_cols} columns "
                             f"(7: fair_darts, 8: darts); pass --primitives")
-        prims, source = _op_set(by_count[n_cols]), f"{n_cols} columns"
+        prims, source = by_count[n_cols], f"{n_cols} columns"
     if len(prims) != n_cols:
         raise UserError(f"the weight matrices have {n_cols} columns but the op set ({source}) has {len(prims)} ops")
     return prims
@@ -119,7 +116,6 @@ def _resolve_primitives(choice: Optional[str], from_config, n_cols: int) -> tupl
 def _default_method(relaxation, normal, reduce) -> str:
     """The parse rule the weights' authors use: from the run's relaxation if known, else from the weights
     (softmax rows sum to 1; sigmoid rows practically never do)."""
-    import numpy as np
     from .supernet import DEFAULT_PARSE
     if relaxation in DEFAULT_PARSE:
         return DEFAULT_PARSE[relaxation]
@@ -317,6 +313,138 @@ def run_mechanism(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- search, train, evaluate: the engine (fairdarts_core.search / .train) ------------------------------
+
+def _default_out(kind: str, preset: str) -> Path:
+    import time
+    return Path("runs") / f"{kind}-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _check_run_dir(out: Path, resume: bool) -> None:
+    if resume and not (out / "checkpoint.pt").is_file():
+        raise UserError(f"nothing to resume: no checkpoint in {out}")
+    if not resume and (out / "checkpoint.pt").is_file():
+        raise UserError(f"{out} already holds a run: add --resume to continue it, or choose another --out")
+
+
+def _logger(args: argparse.Namespace):
+    """Epoch lines on stdout (stderr with --json, so stdout stays one JSON object); a progress bar on
+    an interactive terminal only."""
+    stream = sys.stderr if args.json else sys.stdout
+    return (lambda line: print(line, file=stream, flush=True)), sys.stderr.isatty() and not args.json
+
+
+def add_search(sub) -> None:
+    from .presets import SEARCH_PRESETS
+    p = _command(sub, "search", "Run a DARTS / Fair DARTS search (one line per epoch; history, weights, "
+                 "genotype and checkpoints in the run directory).", run_search_cmd)
+    p.add_argument("--preset", required=True, choices=list(SEARCH_PRESETS), help="named settings (fairdarts_core.presets)")
+    p.add_argument("--relaxation", choices=["sigmoid", "softmax"],
+                   help="override the preset's relaxation (the parse rule follows unless set with --set parse_method=...)")
+    p.add_argument("--zero-one-weight", type=float, metavar="W", help="weight of the zero-one loss (0: off)")
+    p.add_argument("--epochs", type=int, metavar="N")
+    p.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/search-PRESET-TIME)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any SearchConfig field, e.g. --set subset=2560 --set skip_noise=true")
+
+
+def run_search_cmd(args: argparse.Namespace) -> int:
+    from .presets import SearchConfig, apply_sets, get_search_preset
+    from .search import run_search
+    overrides = apply_sets(SearchConfig, args.set)
+    if args.relaxation:
+        overrides.setdefault("parse_method", None)  # the new relaxation's own rule
+        overrides["relaxation"] = args.relaxation
+    if args.zero_one_weight is not None:
+        overrides["zero_one_weight"] = args.zero_one_weight
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    config = get_search_preset(args.preset, **overrides)
+    if args.resume and not args.out:
+        raise UserError("--resume needs --out DIR (the run to continue)")
+    out = args.out or _default_out("search", args.preset)
+    _check_run_dir(out, args.resume)
+    log, progress = _logger(args)
+    result = run_search(config, out, resume=args.resume, progress=progress, log=log)
+    last = {k: v for k, v in result.history[-1].items() if k not in ("normal_weight", "reduce_weight")} if result.history else {}
+    payload = {"out": str(out), "preset": args.preset, "epochs": len(result.history),
+               "genotype": result.genotype.to_dict(), "last": last,
+               "seconds": sum(r["seconds"] for r in result.history)}
+    emit(args, payload, f"wrote {out}\n{describe_genotype(result.genotype)}\n"
+         f"next: fairdarts parse {out}   |   fairdarts train --genotype {out / 'genotype.json'} --preset ...")
+    return 0
+
+
+def add_train(sub) -> None:
+    from .presets import TRAIN_PRESETS
+    p = _command(sub, "train", "Retrain the evaluation network of a cell (a published one, or a genotype file); "
+                 "runs data-parallel under torchrun.", run_train_cmd)
+    _add_arch_arguments(p)
+    p.add_argument("--preset", required=True, choices=list(TRAIN_PRESETS), help="named settings (fairdarts_core.presets)")
+    p.add_argument("--epochs", type=int, metavar="N")
+    p.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/train-PRESET-TIME)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any TrainConfig field, e.g. --set autoaugment=true")
+
+
+def run_train_cmd(args: argparse.Namespace) -> int:
+    import os
+
+    from .presets import TrainConfig, apply_sets, get_train_preset
+    from .train import resolve_arch, run_train
+    overrides = apply_sets(TrainConfig, args.set)
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    config = get_train_preset(args.preset, **overrides)
+    label, genotype = (args.arch, resolve_arch(args.arch)) if args.arch else (args.genotype, resolve_arch(args.genotype))
+    if args.resume and not args.out:
+        raise UserError("--resume needs --out DIR (the run to continue)")
+    out = args.out or _default_out("train", args.preset)
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        _check_run_dir(out, args.resume)
+    log, progress = _logger(args)
+    try:
+        result = run_train(config, genotype, out, resume=args.resume, progress=progress, log=log)
+    finally:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    if rank == 0:
+        last = result.history[-1] if result.history else {}
+        payload = {"out": str(out), "arch": label, "preset": args.preset, "epochs": len(result.history),
+                   "world_size": int(os.environ.get("WORLD_SIZE", "1")), "test_acc": last.get("test_acc"),
+                   "train_acc": last.get("train_acc"), "seconds": sum(r["seconds"] for r in result.history)}
+        emit(args, payload, f"wrote {out}: test accuracy {last.get('test_acc', float('nan')):.4f} "
+             f"after {len(result.history)} epochs")
+    return 0
+
+
+def add_evaluate(sub) -> None:
+    p = _command(sub, "evaluate", "Test accuracy of a checkpoint: one from `fairdarts train`, or the authors' "
+                 "released .tar files (name the cell with --arch).", run_evaluate_cmd)
+    p.add_argument("--checkpoint", required=True, type=Path, metavar="PATH")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--arch", metavar="NAME", help="the published cell of the checkpoint, e.g. FairDARTS_a")
+    which.add_argument("--genotype", metavar="FILE", help="a genotype JSON file")
+    p.add_argument("--dataset", choices=["cifar10", "cifar100", "fashion-mnist"],
+                   help="test set (default: the checkpoint's, CIFAR-10 for the authors' files)")
+    p.add_argument("--data-dir", metavar="DIR", help="where data sets are (default: data/)")
+    p.add_argument("--subset", type=int, metavar="N", help="evaluate on a class-balanced subset of N test images")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+
+
+def run_evaluate_cmd(args: argparse.Namespace) -> int:
+    from .train import evaluate_checkpoint
+    r = evaluate_checkpoint(args.checkpoint, args.arch or args.genotype, args.dataset, args.data_dir,
+                            args.subset, args.batch_size, args.device)
+    emit(args, r, f"{r['arch']} on {r['dataset']} ({r['n']} test images): accuracy {r['acc']:.4f}, loss {r['loss']:.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fairdarts", description="Fair DARTS, hands-on: search, parse, "
                                      "retrain and inspect differentiable architecture search.")
@@ -326,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-ADDERS: List[Callable] = [add_parse, add_flops, add_plot, add_mechanism]
+ADDERS: List[Callable] = [add_search, add_parse, add_flops, add_plot, add_mechanism, add_train, add_evaluate]
 """Functions ``add(subparsers)``, one per sub-command, in the order ``--help`` lists them."""
 
 
