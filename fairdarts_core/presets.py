@@ -164,7 +164,7 @@ SEARCH_PRESETS: Dict[str, Dict[str, Any]] = {
                 epochs=10, channels=8, layers=5, primitives=FAIR_DARTS_OPS, relaxation="sigmoid",
                 alpha_init_std=0.0, parse_method="threshold_sparse", zero_one_weight=10.0, mode="bilevel",
                 lr=0.025, lr_min=0.001, arch_lr=3e-3, arch_betas=(0.9, 0.999), arch_weight_decay=1e-3,
-                device="cpu"),
+                device="cpu", threads=1),  # 1 thread: tiny tensors, often a busy machine
     "smoke": dict(dataset="fashion-mnist", subset=64, train_portion=0.5, image_size=8, batch_size=16,
                   epochs=2, channels=4, layers=3, primitives=FAIR_DARTS_OPS, relaxation="sigmoid",
                   zero_one_weight=10.0, lr=0.025, lr_min=0.001, device="cpu", threads=1,
@@ -183,7 +183,7 @@ TRAIN_PRESETS: Dict[str, Dict[str, Any]] = {
     # Fashion-MNIST resized 28 -> 32: the auxiliary head needs the 8x8 maps of a 32x32 input.
     "cpu": dict(dataset="fashion-mnist", subset=5000, test_subset=2000, image_size=32, batch_size=64,
                 epochs=5, channels=8, layers=6, auxiliary=True, drop_path_prob=0.1, lr=0.05, cutout=8,
-                device="cpu"),
+                device="cpu", threads=1),
     "smoke": dict(dataset="fashion-mnist", subset=64, test_subset=32, image_size=32, batch_size=16,
                   eval_batch_size=32, epochs=1, channels=4, layers=3, auxiliary=True, drop_path_prob=0.1,
                   cutout=8, device="cpu", threads=1),
