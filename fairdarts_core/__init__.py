@@ -6,6 +6,9 @@ from .supernet import Supernet, SupernetConfig
 from .network import NetworkCIFAR, NetworkImageNet
 from . import zoo
 from .viz import plot_cell, plot_genotype, plot_weights_heatmap, save_cell
+from .presets import SearchConfig, TrainConfig, get_search_preset, get_train_preset
+from .search import run_search
+from .train import evaluate_checkpoint, run_train
 
 __version__ = "0.1.0"
 
@@ -16,4 +19,6 @@ __all__ = [
     "Supernet", "SupernetConfig", "__version__",
     "NetworkCIFAR", "NetworkImageNet", "zoo",
     "plot_cell", "plot_genotype", "plot_weights_heatmap", "save_cell",
+    "SearchConfig", "TrainConfig", "get_search_preset", "get_train_preset", "run_search", "run_train",
+    "evaluate_checkpoint",
 ]

@@ -45,7 +45,7 @@ CHECKPOINT_VERSION = 1
 # --- the steps (no I/O) -------------------------------------------------------------------------------
 def _stats(prefix: str, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> Dict[str, torch.Tensor]:
     # Detached tensors, not floats: calling .item() every step would synchronise a GPU.
-    n = torch.tensor(float(len(y)), device=y.device)
+    n = len(y)
     return {f"{prefix}_loss_sum": loss.detach() * n, f"{prefix}_correct": (logits.detach().argmax(1) == y).sum().float(),
             f"{prefix}_n": n}
 
@@ -315,7 +315,7 @@ def _record(epoch: int, model: Supernet, config: SearchConfig, sums: Dict[str, t
     genotype = Genotype.from_weights(normal.numpy(), reduce.numpy(), config.primitives, parse_method(config),
                                      config.threshold)
     l01 = zero_one_loss([normal, reduce], config.zero_one_kind).item()
-    s = {k: v.item() for k, v in sums.items()}
+    s = {k: float(v.item() if torch.is_tensor(v) else v) for k, v in sums.items()}
 
     def mean(prefix, what):
         n = s.get(f"{prefix}_n", 0.0)
@@ -367,7 +367,9 @@ def run_search(config: SearchConfig, out_dir: Union[str, Path, None] = None, res
 
     ``out_dir``: the run directory (None: keep nothing on disk). ``resume``: continue from
     ``out_dir/checkpoint.pt`` (the last completed epoch); the result is exactly that of an uninterrupted
-    run on the same device. ``callback(record, model)`` runs after every epoch (after the checkpoint is
+    run on the same device. Each epoch's history record has the training loss/accuracy of the weight
+    steps and the validation loss/accuracy of the architecture steps (measured on the architecture
+    batches as the steps use them, so they cost nothing; single-level mode runs an eval-mode pass). ``callback(record, model)`` runs after every epoch (after the checkpoint is
     written), e.g. to plot in a notebook; returning ``False`` stops the search there (resumable later).
     ``progress``: a tqdm bar per epoch. ``log``: where the one-line epoch summaries go (default: printed
     when ``progress`` is on, else nowhere).
