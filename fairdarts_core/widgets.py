@@ -194,7 +194,7 @@ def edge_explorer(alphas=None, primitives: Sequence[str] = FAIR_DARTS_OPS, thres
     reset.on_click(zero)
     update()
 
-    controls = W.VBox([W.HTML(f"<b>{title}</b>"), *sliders, thr, reset])
+    controls = W.VBox([W.HTML(f"<b>{title}</b>"), *sliders, thr, reset], layout=W.Layout(min_width="380px"))
     box = W.VBox([W.HBox([controls, verdict]), plot])
     box.state = current  # for tests and for readers who want the numbers: box.state()
     box.sliders, box.threshold_slider = sliders, thr
