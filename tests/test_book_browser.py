@@ -33,6 +33,7 @@ REPO_URL = CONFIG["repository"]["url"]
 BRANCH = CONFIG["repository"].get("branch", "main")
 OWNER_REPO = urlparse(REPO_URL).path.strip("/")
 VENDORED = (ROOT / "book" / "_static" / "vendor" / "embed-amd.js").is_file()
+MATHJAX_VENDORED = (ROOT / "book" / "_static" / "vendor" / "mathjax" / "tex-mml-chtml.js").is_file()
 
 PAGES = {
     "intro": "book/intro.html",
@@ -157,6 +158,15 @@ def test_chapter1_has_a_static_figure_for_the_explorer(pages):
     # Every figure of the chapter is an image output of a cell; the explorer's static figure is one of them.
     n = page.locator(".cell_output img").count()
     assert n >= 5, f"chapter 1 shows {n} image outputs; expected its drawings and static figures"
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_math_is_typeset(pages, name):
+    page, _, _ = pages[name]
+    if not MATHJAX_VENDORED:
+        pytest.skip("MathJax is not vendored (no npm at build time): the equations need the CDN")
+    page.wait_for_selector("mjx-container", timeout=30_000)
+    assert page.locator("mjx-container").count() >= 3, f"{name}: the equations were not typeset"
 
 
 @pytest.mark.parametrize("name", list(PAGES))
