@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -292,8 +293,6 @@ def add_mechanism(sub) -> None:
 
 
 def run_mechanism(args: argparse.Namespace) -> int:
-    import time
-
     from .mechanism import ChainConfig, run_chain, skip_summary
     from .provenance import provenance
     cfg = ChainConfig(depth=args.depth, relaxation=args.relaxation, ops=tuple(args.ops.split(",")),
@@ -351,6 +350,7 @@ def add_search(sub) -> None:
 
 def run_search_cmd(args: argparse.Namespace) -> int:
     from .presets import SearchConfig, apply_sets, get_search_preset
+    from .provenance import record_session
     from .search import run_search
     overrides = apply_sets(SearchConfig, args.set)
     if args.relaxation:
@@ -366,7 +366,9 @@ def run_search_cmd(args: argparse.Namespace) -> int:
     out = args.out or _default_out("search", args.preset)
     _check_run_dir(out, args.resume)
     log, progress = _logger(args)
+    start = time.time()
     result = run_search(config, out, resume=args.resume, progress=progress, log=log)
+    record_session(out, ["fairdarts"] + sys.argv[1:], time.time() - start)  # command, commit, machine, time
     last = {k: v for k, v in result.history[-1].items() if k not in ("normal_weight", "reduce_weight")} if result.history else {}
     payload = {"out": str(out), "preset": args.preset, "epochs": len(result.history),
                "genotype": result.genotype.to_dict(), "last": last,

@@ -45,3 +45,18 @@ def provenance(argv: Optional[List[str]] = None, wall_seconds: Optional[float] =
         "fairdarts_core": __version__,
         "wall_seconds": None if wall_seconds is None else round(wall_seconds, 1),
     }
+
+
+def record_session(run_dir: Path, argv: Optional[List[str]] = None, wall_seconds: Optional[float] = None) -> dict:
+    """Append this process's provenance to ``run_dir/provenance.json`` (a run resumed across sessions
+    gets one entry per session) and write it atomically. Returns the whole record."""
+    import json
+
+    path = Path(run_dir) / "provenance.json"
+    record = json.loads(path.read_text()) if path.is_file() else {"sessions": []}
+    record["sessions"].append(provenance(argv, wall_seconds))
+    record["wall_seconds_total"] = round(sum(s["wall_seconds"] or 0 for s in record["sessions"]), 1)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(path)
+    return record
