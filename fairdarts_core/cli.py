@@ -447,6 +447,18 @@ def run_evaluate_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_bench(sub) -> None:
+    p = _command(sub, "bench", "Time one first-order bi-level search step of the reference and the fast "
+                 "supernet path side by side, with the peak memory of each.", run_bench)
+    from .bench import add_arguments
+    add_arguments(p)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from .bench import run
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fairdarts", description="Fair DARTS, hands-on: search, parse, "
                                      "retrain and inspect differentiable architecture search.")
@@ -456,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-ADDERS: List[Callable] = [add_search, add_parse, add_flops, add_plot, add_mechanism, add_train, add_evaluate]
+ADDERS: List[Callable] = [add_search, add_parse, add_flops, add_plot, add_mechanism, add_train, add_evaluate, add_bench]
 """Functions ``add(subparsers)``, one per sub-command, in the order ``--help`` lists them."""
 
 

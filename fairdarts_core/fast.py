@@ -1,0 +1,241 @@
+"""The fast supernet path: the same cell as the reference ``MixedOp`` formulation, computed with less work.
+
+``SearchCell.forward`` calls :func:`fast_cell_forward` when the cell's ``path`` is ``"fast"``. It reads the
+parameters and BN buffers of the very modules the reference path uses (``cell.edges[e].ops[k]``), so
+``Supernet.set_path`` switches formulation on one model, and both paths compute the same function (same
+outputs, same gradients, same BN running statistics) up to floating-point rounding.
+
+Where the time goes (measured with ``torch.profiler`` on a 2-core CPU, see ``book/benchmarks.md``): the
+reference step is dominated by the backward pass of the depthwise convolutions, above all the dilated
+ones, for which oneDNN has no fast kernel, and by pools/BN in the NCHW layout. What this path changes:
+
+* **Shared per-source work.** Every edge leaving one source node sees the same input. Its max/avg pools
+  and the BN after them (training mode: batch statistics, non-affine) give the same tensor on every edge:
+  computed once per source; each edge's BN still gets its running statistics updated. The ReLU in front
+  of every convolution (and of the factorized-reduce skip) is computed once per source.
+* **Weights folded into the last BN.** ``w * BN(z)`` with a non-affine BN is ``BN(z)`` with ``gamma = w``:
+  one fused kernel, and autograd keeps one tensor fewer per op alive for the backward pass.
+* **Dilated depthwise convolutions as undilated ones** on the four polyphase sub-images (space-to-batch):
+  a dilation-2 convolution of an image is an ordinary convolution of each of its 2x2 phases.
+* **channels_last** memory layout (optional, on by default): pools, BN and convolutions all run faster.
+* The ``none`` op contributes exactly zero: it is skipped.
+
+Options live in :data:`OPTIONS` (``channels_last``, ``dilated_as_phases``) so benchmarks and tests can
+turn each idea off.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .genotype import edge_index
+from .ops import DilConv, FactorizedReduce, Identity, SepConv, Zero
+
+OPTIONS: Dict[str, bool] = {
+    "channels_last": True,       # run the cell in the channels_last memory layout
+    "dilated_as_phases": True,   # dilation-2 depthwise convs as undilated convs on 2x2 polyphase images
+}
+"""Switches for the ideas above (all on by default; the math is the same either way)."""
+
+
+# --- small building blocks ----------------------------------------------------------------------------
+def batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``scale * bn(x)`` in one ``F.batch_norm`` call, updating ``bn``'s buffers exactly as ``bn(x)`` does.
+
+    ``scale`` is a 0-d tensor (an op's relaxed weight); autograd carries its gradient."""
+    factor = _update_counter(bn)
+    use_batch_stats = bn.training or bn.running_mean is None
+    weight, bias = bn.weight, bn.bias
+    if scale is not None:
+        s = scale.expand(x.shape[1]).contiguous()  # (the channels_last BN kernels misread a stride-0 weight)
+        weight = s if weight is None else weight * s
+        bias = None if bias is None else bias * s
+    return F.batch_norm(x, bn.running_mean if (not bn.training or bn.track_running_stats) else None,
+                        bn.running_var if (not bn.training or bn.track_running_stats) else None,
+                        weight, bias, use_batch_stats, factor, bn.eps)
+
+
+def _update_counter(bn: nn.BatchNorm2d) -> float:
+    """What ``_BatchNorm.forward`` does before normalising: count the batch, return the momentum."""
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            factor = 1.0 / float(bn.num_batches_tracked)
+    return factor
+
+
+def shared_batch_norm(bns: Sequence[nn.BatchNorm2d], x: torch.Tensor) -> Optional[torch.Tensor]:
+    """Training mode: ``bn_e(x)`` for several non-affine BNs that all see the same ``x`` is one tensor
+    (batch statistics). Computes it once and updates every BN's running statistics from the one batch
+    statistic. Returns ``None`` when the BNs cannot share (eval mode, affine BNs...)."""
+    if not all(bn.training and bn.track_running_stats and not bn.affine for bn in bns):
+        return None
+    eps = {bn.eps for bn in bns}
+    if len(eps) != 1:
+        return None
+    with torch.no_grad():
+        var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=1)  # running_var uses the unbiased var
+        for bn in bns:
+            factor = _update_counter(bn)
+            bn.running_mean.mul_(1.0 - factor).add_(mean, alpha=factor)
+            bn.running_var.mul_(1.0 - factor).add_(var, alpha=factor)
+    return F.batch_norm(x, None, None, None, None, True, 0.0, eps.pop())
+
+
+def depthwise(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """``conv(x)`` for a depthwise convolution; dilation-2 ones via the polyphase trick (see module doc)."""
+    k = conv.kernel_size[0]
+    plain = (conv.dilation != (2, 2) or conv.padding != (k - 1, k - 1) or k % 2 == 0
+             or not OPTIONS["dilated_as_phases"])
+    if plain:
+        return conv(x)
+    if conv.stride == (2, 2):
+        # Stride 2 and dilation 2 only ever read the even phase.
+        return F.conv2d(x[:, :, ::2, ::2], conv.weight, None, 1, (k - 1) // 2, 1, conv.groups)
+    return _dilated_by_phases(x, conv.weight, conv.groups)
+
+
+def _dilated_by_phases(x: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """A stride-1 dilation-2 'same' convolution as an undilated one on the four 2x2 phases of ``x``,
+    stacked along the batch (space-to-batch), then interleaved back (batch-to-space)."""
+    B, C, H, W = x.shape
+    k = weight.shape[-1]
+    if H % 2 or W % 2:  # zeros at the end act like the zero padding they replace; cropped below
+        x = F.pad(x, (0, W % 2, 0, H % 2))
+    Hp, Wp = x.shape[-2:]
+    phases = x.reshape(B, C, Hp // 2, 2, Wp // 2, 2).permute(3, 5, 0, 1, 2, 4).reshape(4 * B, C, Hp // 2, Wp // 2)
+    if OPTIONS["channels_last"]:
+        phases = phases.contiguous(memory_format=torch.channels_last)
+    y = F.conv2d(phases, weight, None, 1, (k - 1) // 2, 1, groups)
+    y = y.reshape(2, 2, B, C, Hp // 2, Wp // 2).permute(2, 3, 4, 0, 5, 1).reshape(B, C, Hp, Wp)
+    if OPTIONS["channels_last"]:
+        y = y.contiguous(memory_format=torch.channels_last)
+    return y[:, :, :H, :W]
+
+
+def pointwise(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    return F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+# --- the ops of one edge, given what its source shares --------------------------------------------------
+def sep_conv(op: SepConv, r: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``w * op(x)`` for a SepConv, given ``r = relu(x)`` (shared by the source)."""
+    _, dw1, pw1, bn1, _, dw2, pw2, bn2 = op.op
+    t = F.relu(batch_norm(bn1, pointwise(depthwise(r, dw1), pw1)))
+    return batch_norm(bn2, pointwise(depthwise(t, dw2), pw2), w)
+
+
+def dil_conv(op: DilConv, r: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``w * op(x)`` for a DilConv, given ``r = relu(x)``."""
+    _, dw, pw, bn = op.op
+    return batch_norm(bn, pointwise(depthwise(r, dw), pw), w)
+
+
+def factorized_reduce(op: FactorizedReduce, r: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``w * op(x)`` for the skip of a reduction edge, given ``r = relu(x)``."""
+    shifted = r[:, :, 1:, 1:]
+    if r.shape[-1] % 2 or r.shape[-2] % 2:
+        shifted = F.pad(shifted, (0, 1, 0, 1))
+    z = torch.cat([pointwise(r, op.conv_1), pointwise(shifted, op.conv_2)], dim=1)
+    return batch_norm(op.bn, z, w)
+
+
+def pool_bn(op: nn.Sequential, pooled: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``w * op(x)`` for a pool + BN op, given the (shared) pooled input."""
+    return batch_norm(op[1], pooled, w)
+
+
+# --- the cell -------------------------------------------------------------------------------------------
+def _kind(op: nn.Module) -> str:
+    """Classify a candidate op module by what it computes."""
+    if isinstance(op, Zero):
+        return "zero"
+    if isinstance(op, Identity):
+        return "identity"
+    if isinstance(op, FactorizedReduce):
+        return "factorized_reduce"
+    if isinstance(op, SepConv):
+        return "sep"
+    if isinstance(op, DilConv):
+        return "dil"
+    if isinstance(op, nn.Sequential) and isinstance(op[0], (nn.MaxPool2d, nn.AvgPool2d)):
+        return "pool"
+    raise TypeError(f"the fast path does not know the op {type(op).__name__}")
+
+
+def _pool_key(pool: nn.Module) -> Tuple:
+    """Two pools with equal keys compute the same function."""
+    return (type(pool).__name__, pool.kernel_size, pool.stride, pool.padding,
+            getattr(pool, "count_include_pad", None), getattr(pool, "ceil_mode", None))
+
+
+def _source_contributions(cell, src: int, h: torch.Tensor, edges: Sequence[int], weights: torch.Tensor,
+                          noise: Optional[torch.Tensor]) -> Dict[int, torch.Tensor]:
+    """``{e: sum_k w[e, k] * op_ek(h)}`` for every edge ``e`` leaving source ``src`` (input ``h``)."""
+    out: Dict[int, List[torch.Tensor]] = {e: [] for e in edges}
+    r: Optional[torch.Tensor] = None
+    pooled: Dict[Tuple, torch.Tensor] = {}
+    n_ops = len(cell.edges[edges[0]].ops)
+    for k in range(n_ops):
+        ops = [cell.edges[e].ops[k] for e in edges]
+        kind = _kind(ops[0])
+        if kind == "zero":
+            continue  # w * 0 adds nothing, and its weight gets a zero gradient either way
+        if kind in ("sep", "dil", "factorized_reduce") and r is None:
+            r = F.relu(h)
+        if kind == "pool":
+            key = _pool_key(ops[0][0])
+            if key not in pooled:
+                pooled[key] = ops[0][0](h)
+            shared = shared_batch_norm([op[1] for op in ops], pooled[key])
+            for e, op in zip(edges, ops):
+                if shared is None:
+                    out[e].append(pool_bn(op, pooled[key], weights[e, k]))
+                else:
+                    out[e].append(weights[e, k] * shared)
+            continue
+        for e, op in zip(edges, ops):
+            w = weights[e, k]
+            if kind == "identity":
+                y = h if noise is None else h + noise[e]
+                out[e].append(w * y)
+            elif kind == "factorized_reduce":
+                y = factorized_reduce(op, r, w)
+                out[e].append(y if noise is None else y + w * noise[e])
+            elif kind == "sep":
+                out[e].append(sep_conv(op, r, w))
+            else:
+                out[e].append(dil_conv(op, r, w))
+    return {e: _sum(terms) for e, terms in out.items()}
+
+
+def _sum(terms: List[torch.Tensor]) -> torch.Tensor:
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total
+
+
+def fast_cell_forward(cell, states: List[torch.Tensor], weights: torch.Tensor,
+                      noise: Optional[torch.Tensor]) -> torch.Tensor:
+    """The output of ``cell`` (a ``SearchCell``) for the preprocessed inputs ``states = [s0, s1]``, relaxed
+    weights ``weights`` (14, n_ops) and per-edge skip noise ``noise`` (or ``None``): the reference
+    formulation's value, computed source by source (each node's outgoing edges together)."""
+    if OPTIONS["channels_last"]:
+        states = [s.contiguous(memory_format=torch.channels_last) for s in states]
+    rows = edge_index(cell.steps)
+    pending: Dict[int, List[torch.Tensor]] = {to: [] for to in range(2, cell.steps + 2)}
+    states = list(states)
+    for src in range(cell.steps + 2):
+        if src >= 2:
+            states.append(_sum(pending.pop(src)))
+        edges = [e for e, (_, s) in enumerate(rows) if s == src]
+        if not edges:
+            continue
+        for e, y in _source_contributions(cell, src, states[src], edges, weights, noise).items():
+            pending[rows[e][0]].append(y)
+    return torch.cat(states[-cell.multiplier:], dim=1)
