@@ -80,10 +80,15 @@ class MixedChain(nn.Module):
         return self.classifier(x.mean((2, 3)))
 
 
-def run_chain(cfg: ChainConfig, callback: Optional[Callable[[dict], None]] = None) -> Dict:
+def run_chain(cfg: ChainConfig, callback: Optional[Callable[[dict], None]] = None,
+              max_steps: Optional[int] = None) -> Dict:
     """Train one chain bi-level (first order: an alpha step on an architecture batch, then a weight
     step on a training batch) and return its trajectory: every ``record_every`` steps, the relaxed
-    weights of every layer and the training accuracy of the recent batches."""
+    weights of every layer and the training accuracy of the recent batches.
+
+    ``max_steps``: stop after that many steps (the learning-rate schedule stays the one of the full
+    ``cfg.steps`` run, so the records are the first records of the full run; tests re-run recorded
+    runs this way)."""
     torch.manual_seed(cfg.seed)
     train, valid, info = search_loaders("fashion-mnist", cfg.data_dir, subset=cfg.subset, train_portion=0.5,
                                         batch_size=cfg.batch_size, seed=cfg.seed,
@@ -101,7 +106,8 @@ def run_chain(cfg: ChainConfig, callback: Optional[Callable[[dict], None]] = Non
 
     train_it, valid_it = batches(train), batches(valid)
     records, correct, seen, start = [], 0, 0, time.time()
-    for step in range(1, cfg.steps + 1):
+    last = cfg.steps if max_steps is None else max(0, min(cfg.steps, int(max_steps)))
+    for step in range(1, last + 1):
         x_val, y_val = next(valid_it)
         a_opt.zero_grad(set_to_none=True)
         (grad,) = torch.autograd.grad(F.cross_entropy(model(x_val), y_val), [model.alpha])
