@@ -408,6 +408,7 @@ def run_train_cmd(args: argparse.Namespace) -> int:
     if rank == 0:
         _check_run_dir(out, args.resume)
     log, progress = _logger(args)
+    start = time.time()
     try:
         result = run_train(config, genotype, out, resume=args.resume, progress=progress, log=log)
     finally:
@@ -415,6 +416,8 @@ def run_train_cmd(args: argparse.Namespace) -> int:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
     if rank == 0:
+        from .provenance import record_session
+        record_session(out, ["fairdarts"] + sys.argv[1:], time.time() - start)  # command, commit, machine, time
         last = result.history[-1] if result.history else {}
         payload = {"out": str(out), "arch": label, "preset": args.preset, "epochs": len(result.history),
                    "world_size": int(os.environ.get("WORLD_SIZE", "1")), "test_acc": last.get("test_acc"),
