@@ -126,4 +126,138 @@ def check_mixed_edge(fn: Callable, primitives: Sequence[str] = FAIR_DARTS_OPS, t
                              f"with respect to alpha included.")
 
 
-__all__: List[str] = ["CheckResult", "check_mixed_edge"]
+# --- chapter 2: reading a search history ------------------------------------------------------------------
+
+def _random_history(rng, primitives: Sequence[str], epochs: int, relaxation: str) -> List[dict]:
+    """A hand-made history: per epoch a random (14, n_ops) matrix for each cell, skip pushed up over time
+    (so the answer changes from epoch to epoch), and ``none`` sometimes the largest entry of a row."""
+    import numpy as np
+
+    ops = list(primitives)
+    history = []
+    for e in range(epochs):
+        rec = {"epoch": e + 1}
+        for cell in ("normal", "reduce"):
+            a = rng.normal(0.0, 1.0, (14, len(ops)))
+            if "skip_connect" in ops:
+                a[:, ops.index("skip_connect")] += 0.6 * e
+            if "none" in ops:
+                a[rng.random(14) < 0.3, ops.index("none")] += 3.0
+            w = np.exp(a) / np.exp(a).sum(1, keepdims=True) if relaxation == "softmax" else 1 / (1 + np.exp(-a))
+            rec[f"{cell}_weight"] = w.tolist()
+        history.append(rec)
+    return history
+
+
+def _call(fn, *args):
+    """(result, None) or (None, CheckResult describing the reader's exception)."""
+    try:
+        return fn(*args), None
+    except NotImplementedError:
+        return None, CheckResult(False, "the function is not written yet (it raises NotImplementedError): "
+                                        "replace the `raise` line with your code and run both cells again.")
+    except Exception as e:  # the reader's code: report it, never crash the notebook
+        last = traceback.extract_tb(e.__traceback__)[-1]
+        return None, CheckResult(False, f"your function raised {type(e).__name__}: {e} (line {last.lineno}: "
+                                        f"{(last.line or '').strip()})")
+
+
+def _cases(seed: int):
+    import numpy as np
+
+    from .ops import DARTS_OPS
+
+    rng = np.random.default_rng(seed)
+    return [(list(DARTS_OPS), _random_history(rng, DARTS_OPS, 4, "softmax")),
+            (list(FAIR_DARTS_OPS), _random_history(rng, FAIR_DARTS_OPS, 3, "sigmoid")),
+            (list(FAIR_DARTS_OPS), _random_history(rng, FAIR_DARTS_OPS, 5, "softmax"))]
+
+
+def check_dominant_counts(fn: Callable, seed: int = 0) -> CheckResult:
+    """Check ``fn(weights, primitives) -> {op: count}``: for one (14, n_ops) relaxed-weight matrix, how
+    many edges each op dominates (largest weight of the row; ``none`` never counts and gets no key).
+    The reference is :func:`fairdarts_core.analysis.dominant_ops`, on DARTS (with ``none``) and Fair
+    DARTS op sets."""
+    import numpy as np
+
+    from .analysis import dominant_ops
+
+    for primitives, history in _cases(seed):
+        for rec in history:
+            W = np.asarray(rec["normal_weight"])
+            winners = dominant_ops(W, primitives)
+            expected = {op: winners.count(op) for op in primitives if op != "none"}
+            got, err = _call(fn, W.copy(), list(primitives))
+            if err is not None:
+                return err
+            if not isinstance(got, dict):
+                return CheckResult(False, f"it returned a {type(got).__name__}; return a dict {{op name: number of edges}}")
+            got = {k: v for k, v in got.items()}
+            if "none" in got and got["none"]:
+                return CheckResult(False, "'none' dominates some edges in your count: DARTS never keeps 'none', so "
+                                          "take the largest weight among the other ops (and give 'none' no key)")
+            got.pop("none", None)
+            if any(isinstance(v, float) and not float(v).is_integer() for v in got.values()):
+                return CheckResult(False, "the values are not whole numbers: count edges (how many rows each op wins), "
+                                          "not weights or fractions")
+            missing = [op for op in expected if op not in got]
+            if set(got) - set(expected):
+                return CheckResult(False, f"unknown keys {sorted(set(got) - set(expected))}: use the op names of "
+                                          f"`primitives` as keys")
+            if missing and any(expected[op] for op in missing):
+                return CheckResult(False, f"ops missing from the dict: {missing}; give every op (not 'none') a key, "
+                                          f"0 where it wins no edge")
+            if {op: int(got.get(op, 0)) for op in expected} != expected:
+                if sum(int(v) for v in got.values()) != W.shape[0]:
+                    return CheckResult(False, f"your counts add up to {sum(int(v) for v in got.values())}, not to the "
+                                              f"{W.shape[0]} edges: every edge has exactly one dominant op")
+                by_col = {op: int(np.argmax(W, axis=0).tolist().count(k)) for k, op in enumerate(primitives)}
+                return CheckResult(False, "the counts differ from the library's: for every edge (a row), find the op "
+                                          "with the largest weight (argmax along axis 1, 'none' left out)"
+                                   + (" -- it looks like you took the argmax along the wrong axis"
+                                      if {op: by_col.get(op, 0) for op in expected} == got else ""))
+    return CheckResult(True, "your counts match the library's on DARTS (with 'none') and Fair DARTS matrices.")
+
+
+def check_skip_share_per_epoch(fn: Callable, seed: int = 0) -> CheckResult:
+    """Check ``fn(history, primitives) -> [share at epoch 1, ...]``: for every record of a search history,
+    the fraction of the 14 edges of the **normal** cell whose dominant op is ``skip_connect`` (``none``
+    never dominates). The reference is :func:`fairdarts_core.analysis.history_series`."""
+    import numpy as np
+
+    from .analysis import history_series, op_weight
+
+    for primitives, history in _cases(seed + 1):
+        expected = history_series(history, primitives)["skip_share"]
+        got, err = _call(fn, [dict(r) for r in history], list(primitives))
+        if err is not None:
+            return err
+        try:
+            got = [float(v) for v in got]
+        except (TypeError, ValueError):
+            return CheckResult(False, f"it returned {type(got).__name__}; return a list with one number per epoch")
+        if len(got) != len(history):
+            return CheckResult(False, f"it returned {len(got)} numbers for a history of {len(history)} epochs: "
+                                      f"one number per record")
+        if np.allclose(got, expected, atol=1e-9):
+            continue
+        if np.allclose(got, [e * 14 for e in expected]):
+            return CheckResult(False, "these are counts of edges; divide by the number of edges (14) to get a share")
+        if np.allclose(got, history_series(history, primitives, cell="reduce")["skip_share"]):
+            return CheckResult(False, "that is the reduction cell: use each record's 'normal_weight'")
+        if np.allclose(got, [float(op_weight(r["normal_weight"], primitives, "skip_connect").mean()) for r in history]):
+            return CheckResult(False, "that is skip's mean weight; the share counts the edges where skip's weight is the "
+                                      "largest of the row")
+        if "none" in primitives:
+            k = primitives.index("skip_connect")
+            naive = [float(np.mean(np.argmax(np.asarray(r["normal_weight"]), axis=1) == k)) for r in history]
+            if np.allclose(got, naive):
+                return CheckResult(False, "with DARTS's ops, 'none' must be left out "
+                                          "before taking the largest weight of an edge")
+        return CheckResult(False, f"the shares differ from the library's (expected {np.round(expected, 3).tolist()}, "
+                                  f"got {np.round(got, 3).tolist()})")
+    return CheckResult(True, "your skip shares match the library's on softmax and sigmoid histories, "
+                             "with and without 'none'.")
+
+
+__all__: List[str] = ["CheckResult", "check_mixed_edge", "check_dominant_counts", "check_skip_share_per_epoch"]

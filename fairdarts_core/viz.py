@@ -14,7 +14,7 @@ from typing import Iterable, Optional, Sequence, Union
 import graphviz
 import numpy as np
 
-from .genotype import STEPS, Edge, Genotype, edge_index, live_nodes, steps_for, validate_cell
+from .genotype import STEPS, Edge, Genotype, edge_index, live_nodes, prune_isolated, steps_for, validate_cell
 
 # Colours as in the DARTS drawings; grey for what the network drops.
 INPUT_COLOR = "darkseagreen2"
@@ -143,3 +143,250 @@ def plot_weights_heatmap(weights, primitives: Sequence[str], ax=None, title: Opt
     if title:
         ax.set_title(title)
     return fig, ax
+
+
+# ==========================================================================================================
+# What a search did over time (chapter 2): dominant ops per epoch, per-edge trajectories, weight bars,
+# derived cells side by side, and the mechanism experiment (a deep chain of mixed edges)
+# ==========================================================================================================
+
+# One colour per op, the same in every plot of the book (parameter-free ops in warm colours, convolutions
+# in cool ones; skip_connect the strongest red, so a collapse is easy to see).
+OP_COLORS = {
+    "none": "#bbbbbb",
+    "max_pool_3x3": "#f2b880",
+    "avg_pool_3x3": "#e39a5b",
+    "skip_connect": "#c0392b",
+    "sep_conv_3x3": "#2a6f97",
+    "sep_conv_5x5": "#61a5c2",
+    "dil_conv_3x3": "#2d6a4f",
+    "dil_conv_5x5": "#74c69d",
+    "conv_3x3": "#2a6f97",
+    "conv_1x1": "#61a5c2",
+}
+CONV_PREFIXES = ("sep_conv", "dil_conv", "conv")
+
+
+def op_color(name: str) -> str:
+    return OP_COLORS.get(name, "#888888")
+
+
+def _axes(ax, figsize):
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+        return fig, ax
+    return ax.figure, ax
+
+
+def _history_epochs(history: Sequence[dict]) -> list:
+    return [r.get("epoch", i + 1) for i, r in enumerate(history)]
+
+
+def plot_dominant_ops(history: Sequence[dict], primitives: Sequence[str], cell: str = "normal", ax=None,
+                      title: Optional[str] = None):
+    """Fair DARTS Fig. 1 style: for every recorded epoch, how many of the 14 edges of ``cell`` each op
+    dominates (largest relaxed weight, never ``none``), stacked. Returns ``(figure, axes)``."""
+    from .analysis import dominant_op_counts
+
+    if not history:
+        raise ValueError("the history is empty: nothing to plot")
+    counts = dominant_op_counts(history, primitives, cell)
+    epochs = _history_epochs(history)
+    fig, ax = _axes(ax, (6.0, 3.4))
+    ops = list(counts)
+    ax.stackplot(epochs, *[counts[op] for op in ops], labels=ops, colors=[op_color(op) for op in ops],
+                 alpha=0.9, edgecolor="white", linewidth=0.3)
+    n_edges = sum(counts[op][0] for op in ops)
+    ax.set_xlim(epochs[0], epochs[-1] if len(epochs) > 1 else epochs[0] + 1)
+    ax.set_ylim(0, n_edges)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"edges dominated ({cell} cell)")
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles[::-1], labels[::-1], fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    ax.set_title(title or f"dominant op per edge, {cell} cell", fontsize=10)
+    return fig, ax
+
+
+def edge_trajectories(history: Sequence[dict], primitives: Sequence[str], cell: str = "normal") -> dict:
+    """Per edge and epoch: skip's relaxed weight and that of the strongest convolution.
+
+    Returns ``{"epoch": [...], "edges": ["2<-0", ...], "skip": (epochs, edges) array,
+    "conv": (epochs, edges) array, "conv_op": (epochs, edges) list of the op names}``."""
+    prims = list(primitives)
+    if "skip_connect" not in prims:
+        raise ValueError("the op set has no skip_connect")
+    conv = [k for k, p in enumerate(prims) if p.startswith(CONV_PREFIXES)]
+    if not conv:
+        raise ValueError("the op set has no convolution")
+    W = np.asarray([r[f"{cell}_weight"] for r in history], dtype=np.float64)  # (epochs, edges, ops)
+    if W.ndim != 3 or W.shape[2] != len(prims):
+        raise ValueError(f"the history's {cell}_weight matrices do not have {len(prims)} columns")
+    best = np.asarray(conv)[W[:, :, conv].argmax(axis=2)]
+    return {"epoch": _history_epochs(history),
+            "edges": [f"{to}<-{src}" for to, src in edge_index(steps_for(W.shape[1]))],
+            "skip": W[:, :, prims.index("skip_connect")],
+            "conv": np.take_along_axis(W, best[:, :, None], axis=2)[:, :, 0],
+            "conv_op": [[prims[k] for k in row] for row in best]}
+
+
+def plot_edge_trajectories(history: Sequence[dict], primitives: Sequence[str], cell: str = "normal",
+                           title: Optional[str] = None, ncols: int = 7):
+    """One small panel per edge of ``cell``: skip's weight (red) against the strongest convolution's
+    (blue) over the epochs; a panel is shaded where skip ends up ahead. Returns ``(figure, axes)``."""
+    import matplotlib.pyplot as plt
+
+    from matplotlib.ticker import MaxNLocator
+
+    t = edge_trajectories(history, primitives, cell)
+    n = len(t["edges"])
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.45 * nrows + 0.5), sharex=True, sharey=True,
+                             squeeze=False)
+    top = max(float(t["skip"].max()), float(t["conv"].max()), 0.05) * 1.1
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.axis("off")
+            continue
+        ax.plot(t["epoch"], t["skip"][:, i], color=op_color("skip_connect"), lw=1.6, label="skip_connect")
+        ax.plot(t["epoch"], t["conv"][:, i], color=op_color("sep_conv_3x3"), lw=1.6, label="best conv")
+        if t["skip"][-1, i] > t["conv"][-1, i]:
+            ax.set_facecolor("#fbe9e7")
+        ax.set_title(t["edges"][i], fontsize=8, pad=2)
+        ax.set_ylim(0, top)
+        ax.tick_params(labelsize=6)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
+    axes[0, 0].legend(fontsize=6, frameon=False, loc="upper left")
+    fig.supxlabel("epoch", fontsize=8)
+    fig.supylabel("relaxed weight", fontsize=8)
+    fig.suptitle(title or f"{cell} cell: skip_connect vs the strongest convolution, edge by edge "
+                 "(shaded: skip ahead at the end)", fontsize=9)
+    fig.tight_layout()
+    return fig, axes
+
+
+def plot_weight_bars(weights, primitives: Sequence[str], ax=None, title: Optional[str] = None):
+    """The relaxed weights of every edge as one horizontal stacked bar (one segment per op, the colours
+    of :data:`OP_COLORS`); softmax rows add up to 1, sigmoid rows need not. Returns ``(figure, axes)``."""
+    W = np.asarray(weights.detach().cpu().numpy() if hasattr(weights, "detach") else weights, dtype=np.float64)
+    prims = list(primitives)
+    if W.ndim != 2 or W.shape[1] != len(prims):
+        raise ValueError(f"weights must have shape (n_edges, {len(prims)}), got {tuple(W.shape)}")
+    rows = [f"{to}<-{src}" for to, src in edge_index(steps_for(W.shape[0]))]
+    fig, ax = _axes(ax, (6.0, 0.6 + 0.26 * len(rows)))
+    y = np.arange(len(rows))
+    left = np.zeros(len(rows))
+    for k, op in enumerate(prims):
+        ax.barh(y, W[:, k], left=left, color=op_color(op), label=op, edgecolor="white", linewidth=0.3)
+        left += W[:, k]
+    ax.set_yticks(y, rows, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("relaxed weights, stacked")
+    ax.set_xlim(0, max(1.0, float(left.max()) * 1.02))
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig, ax
+
+
+def plot_cells(cells: Sequence[Iterable[Edge]], titles: Sequence[str], steps: int = STEPS,
+               title: Optional[str] = None) -> graphviz.Digraph:
+    """Several cells side by side in one drawing (e.g. the derived normal cell at the start, middle and
+    end of a search), each in a box labelled with its title and its number of skip connections (live
+    edges only, as :meth:`Genotype.count`)."""
+    cells = [validate_cell(c, steps) for c in cells]
+    if len(cells) != len(titles):
+        raise ValueError(f"{len(cells)} cells but {len(titles)} titles")
+    g = _new_graph(title)
+    g.attr(rankdir="TB", nodesep="0.25", ranksep="0.35")
+    g.attr("node", fontsize="12", height="0.3", width="0.3")
+    g.attr("edge", fontsize="10")
+    for i, (edges, label) in enumerate(zip(cells, titles)):
+        skips = sum(op == "skip_connect" for op, _, _ in prune_isolated(edges, steps))  # as Genotype.count
+        with g.subgraph(name=f"cluster_{i}") as sub:
+            sub.attr(label=f"{label}\n{skips} skip_connect", color="gray70", fontsize="13", fontname="helvetica")
+            _draw_cell(sub, edges, steps, prefix=f"c{i}_")
+    return g
+
+
+def _mechanism_final(result: dict) -> dict:
+    from .mechanism import skip_summary
+
+    s = dict(skip_summary(result))
+    s["relaxation"] = result["config"]["relaxation"]
+    s["seed"] = result["config"]["seed"]
+    s["steps"] = result["records"][-1]["step"]
+    return s
+
+
+def plot_mechanism_depth(results: Sequence[dict], ax=None, what: str = "skip_weight", title: Optional[str] = None):
+    """The mechanism experiment over depths: the final ``what`` (``"skip_weight"``: mean relaxed weight of
+    skip over the layers; ``"skip_share"``: fraction of layers where skip beats every other op) against
+    the depth of the chain, one colour per relaxation, one dot per seed, the line through the seed means.
+    Returns ``(figure, axes)``."""
+    from .widgets import SIGMOID_COLOR, SOFTMAX_COLOR
+
+    if what not in ("skip_weight", "skip_share"):
+        raise ValueError("what must be 'skip_weight' or 'skip_share'")
+    if not results:
+        raise ValueError("no mechanism runs to plot")
+    fig, ax = _axes(ax, (5.2, 3.4))
+    finals = [_mechanism_final(r) for r in results]
+    colors = {"softmax": SOFTMAX_COLOR, "sigmoid": SIGMOID_COLOR}
+    for rel in ("softmax", "sigmoid"):
+        rows = [f for f in finals if f["relaxation"] == rel]
+        if not rows:
+            continue
+        value = (lambda f: f["skip_weight"]) if what == "skip_weight" else (lambda f: f["skip_wins"] / f["depth"])
+        depths = sorted({f["depth"] for f in rows})
+        ax.scatter([f["depth"] for f in rows], [value(f) for f in rows], color=colors[rel], alpha=0.6, s=18)
+        means = [np.mean([value(f) for f in rows if f["depth"] == d]) for d in depths]
+        ax.plot(depths, means, "-", color=colors[rel], lw=2, label=f"{rel} (mean over seeds)")
+    if what == "skip_weight":
+        ax.axhline(0.5, color="gray", lw=0.8, ls=":")
+    ax.set_xscale("log", base=2)
+    depths = sorted({f["depth"] for f in finals})
+    ax.set_xticks(depths, [str(d) for d in depths])
+    ax.set_xlabel("depth of the chain (mixed edges)")
+    ax.set_ylabel("skip weight at the end" if what == "skip_weight" else "layers where skip wins")
+    ax.legend(fontsize=8, frameon=False)
+    ax.set_title(title or ("skip_connect's weight against depth" if what == "skip_weight"
+                           else "share of layers skip_connect wins"), fontsize=10)
+    return fig, ax
+
+
+def plot_mechanism_layers(result: dict, axes=None, title: Optional[str] = None):
+    """One mechanism run: left, skip's relaxed weight of every layer over the steps (darker = deeper);
+    right, the final weight of skip and of the other op(s) layer by layer. Returns ``(figure, axes)``."""
+    import matplotlib.pyplot as plt
+
+    ops = list(result["config"]["ops"])
+    s = ops.index("skip_connect")
+    steps = [r["step"] for r in result["records"]]
+    W = np.asarray([r["weights"] for r in result["records"]], dtype=np.float64)  # (records, depth, ops)
+    depth = W.shape[1]
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    fig = axes[0].figure
+    cmap = plt.get_cmap("viridis")
+    for layer in range(depth):
+        axes[0].plot(steps, W[:, layer, s], color=cmap(layer / max(1, depth - 1)), lw=1)
+    axes[0].set_xlabel("bi-level step")
+    axes[0].set_ylabel("skip_connect weight")
+    axes[0].set_title("every layer's skip weight (yellow = deepest)", fontsize=9)
+    x = np.arange(1, depth + 1)
+    width = 0.8 / len(ops)
+    for k, op in enumerate(ops):
+        axes[1].bar(x + (k - (len(ops) - 1) / 2) * width, W[-1, :, k], width, color=op_color(op), label=op)
+    axes[1].set_xlabel("layer (1 = next to the stem)")
+    axes[1].set_ylabel(f"weight at step {steps[-1]}")
+    axes[1].legend(fontsize=7, frameon=False)
+    axes[1].set_title("final weights, layer by layer", fontsize=9)
+    cfg = result["config"]
+    fig.suptitle(title or f"depth {depth}, {cfg['relaxation']}, seed {cfg['seed']}", fontsize=10)
+    fig.tight_layout()
+    return fig, axes

@@ -208,5 +208,135 @@ def strongest_edge(weights, primitives: Sequence[str] = FAIR_DARTS_OPS) -> int:
     return int(np.argmax(W[:, keep].max(axis=1)))
 
 
+# --- the epoch explorer (chapter 2): a recorded search, epoch by epoch -----------------------------------
+
+def epoch_explorer_state(history: Sequence[Dict], primitives: Sequence[str], epoch: int, cell: str = "normal") -> Dict:
+    """Everything the epoch explorer shows for one epoch (1-based, as in the history) of a search.
+
+    Returns ``epoch``, ``weights`` (the relaxed matrix of ``cell``), ``edges`` (the derived cell as
+    ``(op, to, from)`` tuples, from the record's genotype), ``skip_count`` (live skips in the derived cell),
+    ``dominant`` (op -> number of edges it dominates), ``skip_share`` (fraction of edges skip dominates),
+    ``skip_weight`` (skip's mean relaxed weight), ``train_acc`` / ``val_acc`` and ``epochs`` (all
+    recorded epoch numbers)."""
+    from .analysis import dominant_ops, op_weight, skip_share
+
+    if not history:
+        raise ValueError("the history is empty")
+    epochs = [int(r.get("epoch", i + 1)) for i, r in enumerate(history)]
+    if epoch not in epochs:
+        raise ValueError(f"epoch {epoch} is not in the history (recorded: {epochs[0]}..{epochs[-1]})")
+    record = history[epochs.index(epoch)]
+    key = f"{cell}_weight"
+    if key not in record:
+        raise ValueError(f"the history has no {key!r} (cell must be 'normal' or 'reduce')")
+    W = np.asarray(record[key], dtype=np.float64)
+    names = [str(p) for p in primitives]
+    winners = dominant_ops(W, names)
+    edges = [tuple(e) for e in record["genotype"][cell]] if "genotype" in record else []
+    has_skip = "skip_connect" in names
+    return {
+        "epoch": epoch, "epochs": epochs, "cell": cell, "primitives": names, "weights": W.tolist(),
+        "edges": [(str(op), int(to), int(src)) for op, to, src in edges],
+        "skip_count": _live_count(edges, "skip_connect", len(W)),
+        "dominant": {op: winners.count(op) for op in names if op != "none"},
+        "skip_share": skip_share(W, names) if has_skip else 0.0,
+        "skip_weight": float(op_weight(W, names, "skip_connect").mean()) if has_skip else 0.0,
+        "train_acc": record.get("train_acc"), "val_acc": record.get("val_acc"),
+    }
+
+
+def _live_count(edges, op: str, n_edges: int) -> int:
+    """Edges of ``op`` that the network computes (isolated nodes dropped), as ``Genotype.count``."""
+    from .genotype import prune_isolated, steps_for
+
+    return sum(name == op for name, _, _ in prune_isolated(edges, steps_for(n_edges)))
+
+
+def epoch_explorer_text(state: Dict) -> str:
+    """One line about an epoch: skips in the derived cell, skip's share of the dominant ops, its weight."""
+    acc = "" if state["train_acc"] is None else f"; supernet training accuracy {state['train_acc']:.3f}"
+    return (f"epoch {state['epoch']}: the derived {state['cell']} cell has {state['skip_count']} skip_connect "
+            f"of {len(state['edges'])} edges; skip dominates {round(state['skip_share'] * len(state['weights']))} "
+            f"of {len(state['weights'])} edges (mean weight {state['skip_weight']:.3f}){acc}")
+
+
+def epoch_explorer_figure(state: Dict, ax=None, title: Optional[str] = None):
+    """The weight bars of one epoch (every edge a stacked bar of its relaxed weights). Returns
+    ``(figure, axes)``."""
+    from .viz import plot_weight_bars
+
+    fig, ax = plot_weight_bars(state["weights"], state["primitives"], ax=ax,
+                               title=title or f"{state['cell']} cell, epoch {state['epoch']}: relaxed weights")
+    fig.tight_layout()
+    return fig, ax
+
+
+def epoch_explorer_cell(state: Dict):
+    """The derived cell of one epoch as a graphviz drawing, titled with its skip count."""
+    from .viz import plot_cell
+
+    return plot_cell(state["edges"], title=f"epoch {state['epoch']}: {state['skip_count']} skip_connect")
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def epoch_explorer(history: Sequence[Dict], primitives: Sequence[str], cell: str = "normal",
+                   title: str = "A recorded search, epoch by epoch", epoch: Optional[int] = None):
+    """An epoch slider over a recorded ``history`` that redraws the derived cell (graphviz SVG) and the
+    weight bars of the chosen epoch. Returns an ``ipywidgets.VBox`` (``box.state()`` gives the numbers).
+
+    The drawings are an HTML widget (SVG) and an image widget, so the view saved with the notebook (and
+    the built book) shows the starting epoch."""
+    import ipywidgets as W
+
+    first = epoch_explorer_state(history, primitives, history[-1].get("epoch", len(history)) if epoch is None else epoch,
+                                 cell)
+    slider = W.SelectionSlider(options=first["epochs"], value=first["epoch"], description="epoch",
+                               continuous_update=False, layout=W.Layout(width="420px"))
+    info = W.HTML()
+    drawing = W.HTML(layout=W.Layout(min_width="420px"))
+    bars = W.Image(format="png", layout=W.Layout(width="520px"))
+
+    def current() -> Dict:
+        return epoch_explorer_state(history, primitives, slider.value, cell)
+
+    def update(_=None) -> None:
+        state = current()
+        info.value = f"<p>{epoch_explorer_text(state)}</p>"
+        svg = epoch_explorer_cell(state).pipe(format="svg").decode("utf-8")
+        drawing.value = svg[svg.find("<svg"):]  # without the XML prologue
+        bars.value = _png(epoch_explorer_figure(state)[0])
+
+    slider.observe(update, "value")
+    update()
+    box = W.VBox([W.HTML(f"<b>{title}</b>"), slider, info, W.HBox([drawing, bars])])
+    box.state, box.slider = current, slider
+    return box
+
+
+def epoch_explorer_static(history: Sequence[Dict], primitives: Sequence[str], epochs: Sequence[int],
+                          cell: str = "normal"):
+    """The static fallback of the explorer: the weight bars of a few epochs side by side (a figure the
+    built book shows where no kernel runs). Returns ``(figure, axes)``."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(epochs), figsize=(4.2 * len(epochs), 4.2), sharey=True, squeeze=False)
+    for ax, e in zip(axes[0], epochs):
+        state = epoch_explorer_state(history, primitives, e, cell)
+        epoch_explorer_figure(state, ax=ax, title=f"epoch {e}: {state['skip_count']} skip in the cell")
+        if ax is not axes[0, -1]:
+            ax.get_legend().remove()
+    fig.tight_layout()
+    return fig, axes[0]
+
+
 __all__: List[str] = ["edge_explorer_state", "edge_explorer_text", "edge_explorer_figure", "edge_explorer",
-                      "strongest_edge"]
+                      "strongest_edge", "epoch_explorer_state", "epoch_explorer_text", "epoch_explorer_figure",
+                      "epoch_explorer_cell", "epoch_explorer", "epoch_explorer_static"]
