@@ -10,8 +10,9 @@ Timing: both models live in one process and their steps alternate (reference, fa
 a busy machine slows both alike; after ``warmup`` steps each, the median of ``repeat`` steps is reported.
 
 Peak memory: one fresh child process per path (``python -m fairdarts_core.bench --child ...``) builds
-the same model and runs ``warmup + 1`` steps; its peak resident set size is ``ru_maxrss`` of
-``getrusage(RUSAGE_SELF)`` (the whole process: Python, torch, model, data, and the step). On CUDA the
+the same model and runs ``warmup + 1`` steps; its peak resident set size is ``VmHWM`` of
+``/proc/self/status`` (the whole process: Python, torch, model, data, and the step; ``ru_maxrss`` is not
+used because Linux starts it at the parent's peak). On CUDA the
 child reports ``torch.cuda.max_memory_allocated`` instead.
 """
 from __future__ import annotations
@@ -159,11 +160,20 @@ def _child(payload: str) -> None:
     _sync(spec)
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _maxrss_mb()
     print(json.dumps({"peak_mb": round(peak, 1), "baseline_mb": round(baseline, 1),
-                      "method": "torch.cuda.max_memory_allocated" if cuda else "getrusage(RUSAGE_SELF).ru_maxrss"}))
+                      "method": "torch.cuda.max_memory_allocated" if cuda else "VmHWM of /proc/self/status (peak RSS)"}))
 
 
 def _maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+    """This process's peak resident set size. ``VmHWM`` where Linux has it: ``ru_maxrss`` would start at
+    the parent's size (Linux carries the high-water mark of the forking process across exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024.0 if sys.platform != "darwin" else 2**20)
 
 
 def _apply_threads(spec: BenchSpec) -> None:

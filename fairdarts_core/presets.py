@@ -44,7 +44,7 @@ class SearchConfig:
     primitives: Tuple[str, ...] = FAIR_DARTS_OPS
     relaxation: str = "sigmoid"
     alpha_init_std: float = 0.0            # Fair DARTS: alpha = 0 (all sigmoids 0.5); DARTS: 1e-3 * N(0, 1)
-    path: str = "reference"                # supernet formulation: "reference" or "fast" (same math)
+    path: str = "fast"                     # supernet formulation: "fast" or "reference" (same math)
     # deriving the cell
     parse_method: Optional[str] = None     # None: threshold_sparse for sigmoid, darts for softmax
     threshold: float = 0.85

@@ -40,7 +40,7 @@ class SupernetConfig:
     primitives: Tuple[str, ...] = field(default_factory=lambda: tuple(FAIR_DARTS_OPS))
     relaxation: str = "sigmoid"   # "sigmoid" (Fair DARTS) or "softmax" (DARTS)
     alpha_init_std: float = 0.0   # Fair DARTS starts every alpha at 0 (sigmoid 0.5); DARTS uses 1e-3
-    path: str = "reference"       # "reference" (every edge runs every op) or "fast" (same math)
+    path: str = "fast"            # "fast" (shared computation, fairdarts_core.fast) or "reference" (same math)
 
     def __post_init__(self):
         self.primitives = tuple(self.primitives)

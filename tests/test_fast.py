@@ -1,0 +1,193 @@
+"""The fast supernet path computes the reference path's function: outputs, gradients, BN running stats,
+whole search steps. (Correctness only; speed is measured by ``fairdarts bench search-step``.)"""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fairdarts_core import DARTS_OPS, FAIR_DARTS_OPS, Supernet
+from fairdarts_core import fast
+from fairdarts_core.cli import main
+from fairdarts_core.presets import SearchConfig
+from fairdarts_core.search import bilevel_step, build_optimizers
+
+TOL = {torch.float64: 1e-9, torch.float32: 1e-4}
+OP_SETS = {"fair_darts": FAIR_DARTS_OPS, "darts": DARTS_OPS}
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor, floor: float = 0.0) -> float:
+    """max |a - b| relative to max(max |b|, floor)."""
+    scale = max(b.abs().max().item(), floor)
+    return (a - b).abs().max().item() / scale if scale else (a - b).abs().max().item()
+
+
+def twin_models(relaxation="sigmoid", op_set="fair_darts", dtype=torch.float64, noise=0.0, **kw):
+    """A reference-path supernet and a fast-path copy of it (same parameters and buffers)."""
+    torch.manual_seed(0)
+    cfg = dict(channels=4, layers=5, in_channels=1, relaxation=relaxation, primitives=OP_SETS[op_set],
+               alpha_init_std=0.5, path="reference")
+    cfg.update(kw)
+    ref = Supernet(**cfg).to(dtype)
+    ref.skip_noise_std = noise
+    fst = copy.deepcopy(ref)
+    fst.set_path("fast")
+    return ref, fst
+
+
+def data(dtype=torch.float64, batch=2, res=6):
+    """Odd sizes after the reductions (6 -> 3 -> 2) exercise the padding branches."""
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(batch, 1, res, res, generator=g, dtype=dtype), torch.randint(0, 10, (batch,), generator=g)
+
+
+def forward_backward(model, x, y, seed=7):
+    """Output, gradients of (weights, alphas) and buffers after one train-mode forward/backward."""
+    torch.manual_seed(seed)  # noise on skip: the same draws for both paths
+    out = model(x)
+    loss = F.cross_entropy(out, y)
+    grads = torch.autograd.grad(loss, model.weights() + model.arch_parameters())
+    return out, grads, [b.clone() for b in model.buffers()]
+
+
+def assert_same(a, b, tol, what, floor=0.0):
+    err = rel_err(a.double(), b.double(), floor)
+    assert err <= tol, f"{what}: relative error {err:.3g} > {tol}"
+
+
+@pytest.mark.parametrize("op_set", ["fair_darts", "darts"])
+@pytest.mark.parametrize("relaxation", ["sigmoid", "softmax"])
+@pytest.mark.parametrize("dtype,noise", [(torch.float64, 0.0), (torch.float64, 0.7), (torch.float32, 0.7)])
+def test_train_mode_outputs_gradients_and_running_stats(op_set, relaxation, dtype, noise):
+    ref, fst = twin_models(relaxation, op_set, dtype, noise)
+    # float32: a larger input, so that BN over a handful of values does not amplify rounding past 1e-4
+    x, y = data(dtype) if dtype == torch.float64 else data(dtype, batch=3, res=10)
+    o_ref, g_ref, b_ref = forward_backward(ref, x, y)
+    o_fst, g_fst, b_fst = forward_backward(fst, x, y)
+    tol = TOL[dtype]
+    assert_same(o_fst, o_ref, tol, "output")
+    n_w = len(ref.weights())
+    for name, a, b in zip([n for n, p in ref.named_parameters() if p is not ref.alphas_normal
+                           and p is not ref.alphas_reduce], g_fst[:n_w], g_ref[:n_w]):
+        assert_same(a, b, tol, f"weight gradient {name}")
+    assert_same(g_fst[n_w], g_ref[n_w], tol, "alpha (normal) gradient")
+    assert_same(g_fst[n_w + 1], g_ref[n_w + 1], tol, "alpha (reduce) gradient")
+    for (name, _), a, b in zip(ref.named_buffers(), b_fst, b_ref):
+        if name.endswith("num_batches_tracked"):
+            assert torch.equal(a, b), name
+        else:
+            # A running mean can be ~0 (a node is a sum of zero-mean BN outputs): compare on the O(1) scale
+            # of the running statistics.
+            assert_same(a, b, tol, f"buffer {name}", floor=1.0)
+
+
+@pytest.mark.parametrize("op_set", ["fair_darts", "darts"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_eval_mode_after_training_forward(op_set, dtype):
+    ref, fst = twin_models("sigmoid", op_set, dtype, noise=0.5)
+    x, y = data(dtype)
+    forward_backward(ref, x, y)
+    forward_backward(fst, x, y)  # running stats now differ from their initial values
+    ref.eval(), fst.eval()
+    with torch.no_grad():
+        assert_same(fst(x), ref(x), TOL[dtype], "eval-mode output")  # (no noise in eval mode)
+
+
+@pytest.mark.parametrize("reduction", [False, True])
+@pytest.mark.parametrize("op_set", ["fair_darts", "darts"])
+def test_single_cell_normal_and_reduction(reduction, op_set):
+    ref, _ = twin_models("softmax", op_set)
+    cell = next(c for c in ref.cells if c.reduction == reduction)
+    C_pp = cell.preprocess0.bn.num_features if hasattr(cell.preprocess0, "bn") else None
+    in0 = (cell.preprocess0.conv_1.in_channels if C_pp is not None else cell.preprocess0.op[1].in_channels)
+    in1 = cell.preprocess1.op[1].in_channels
+    res1 = 6
+    res0 = 2 * res1 if C_pp is not None else res1
+    g = torch.Generator().manual_seed(3)
+    s0 = torch.randn(2, in0, res0, res0, generator=g, dtype=torch.float64, requires_grad=True)
+    s1 = torch.randn(2, in1, res1, res1, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(14, len(OP_SETS[op_set]), generator=g, dtype=torch.float64, requires_grad=True)
+    results = []
+    for path in ("reference", "fast"):
+        c = copy.deepcopy(cell)
+        c.path = path
+        torch.manual_seed(5)
+        out = c(s0, s1, w, skip_noise_std=0.3)
+        grads = torch.autograd.grad(out.square().sum(), [s0, s1, w] + list(c.parameters()))
+        results.append((out, grads))
+    (o_ref, g_ref), (o_fst, g_fst) = results
+    assert_same(o_fst, o_ref, 1e-9, "cell output")
+    for i, (a, b) in enumerate(zip(g_fst, g_ref)):
+        assert_same(a, b, 1e-9, f"cell gradient {i}")
+
+
+@pytest.mark.parametrize("option", ["channels_last", "dilated_as_phases"])
+def test_each_idea_can_be_switched_off(option, monkeypatch):
+    """With channels_last off (NCHW) or the polyphase trick off, the fast path is still the same function."""
+    monkeypatch.setitem(fast.OPTIONS, option, False)
+    ref, fst = twin_models("sigmoid", "darts", torch.float64, noise=0.4)
+    x, y = data()
+    (o_ref, g_ref, _), (o_fst, g_fst, _) = forward_backward(ref, x, y), forward_backward(fst, x, y)
+    assert_same(o_fst, o_ref, 1e-9, "output")
+    for a, b in zip(g_fst, g_ref):
+        assert_same(a, b, 1e-9, "gradient")
+
+
+def test_channels_last_input_and_output_layout():
+    """channels_last inputs give the same values; the fast cell hands channels_last on to the next cell."""
+    ref, fst = twin_models()
+    x, y = data()
+    o1 = fst(x)
+    o2 = fst(x.contiguous(memory_format=torch.channels_last))
+    assert_same(o2, o1, 1e-12, "channels_last input")
+    s = fst.stem(x)
+    cell = fst.cells[0]
+    out = cell(s, s, torch.rand(14, 7, dtype=torch.float64))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def three_steps(model, x, y):
+    config = SearchConfig(channels=4, layers=5, relaxation=model.config.relaxation,
+                          primitives=model.config.primitives, zero_one_weight=10.0, grad_clip=5.0)
+    w_opt, a_opt, _ = build_optimizers(model, config)
+    for i in range(3):
+        bilevel_step(model, (x, y), (x.flip(0), y.flip(0)), w_opt, a_opt, config)
+    return [a.detach().clone() for a in model.arch_parameters()], [p.detach().clone() for p in model.weights()]
+
+
+@pytest.mark.parametrize("relaxation,op_set", [("sigmoid", "fair_darts"), ("softmax", "darts")])
+def test_three_bilevel_steps_give_the_same_alpha(relaxation, op_set):
+    ref, fst = twin_models(relaxation, op_set, torch.float64, alpha_init_std=1e-3, layers=3)
+    x, y = data()
+    a_ref, w_ref = three_steps(ref, x, y)
+    a_fst, w_fst = three_steps(fst, x, y)
+    for a, b in zip(a_fst, a_ref):
+        assert_same(a, b, 1e-9, "alpha after three steps")
+    for a, b in zip(w_fst, w_ref):
+        assert_same(a, b, 1e-9, "weights after three steps")
+
+
+def test_fast_is_the_default_and_reference_stays_selectable():
+    assert Supernet(channels=4, layers=3).config.path == "fast"
+    m = Supernet(channels=4, layers=3, path="reference")
+    assert all(c.path == "reference" for c in m.cells)
+    m.set_path("fast")
+    assert all(c.path == "fast" for c in m.cells)
+
+
+def test_bench_command_json(capsys):
+    rc = main(["bench", "search-step", "--batch", "2", "--channels", "4", "--layers", "3", "--resolution", "8",
+               "--in-channels", "1", "--repeat", "1", "--warmup", "0", "--threads", "1", "--json"])
+    assert rc == 0
+    r = json.loads(capsys.readouterr().out)
+    for key in ("reference_ms", "fast_ms", "speedup", "reference_peak_mb", "fast_peak_mb"):
+        assert r[key] > 0, key
+    assert r["shape"]["channels"] == 4
+
+
+def test_bench_command_bad_input(capsys):
+    assert main(["bench", "search-step", "--batch", "0"]) == 2
+    assert "--batch" in capsys.readouterr().err
