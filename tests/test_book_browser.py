@@ -38,8 +38,9 @@ MATHJAX_VENDORED = (ROOT / "book" / "_static" / "vendor" / "mathjax" / "tex-mml-
 PAGES = {
     "intro": "book/intro.html",
     "chapter1": "book/01_darts_in_a_nutshell.html",
+    "chapter2": "book/02_the_collapse.html",
 }
-NOTEBOOK_PAGES = {"chapter1": "book/01_darts_in_a_nutshell.ipynb"}
+NOTEBOOK_PAGES = {"chapter1": "book/01_darts_in_a_nutshell.ipynb", "chapter2": "book/02_the_collapse.ipynb"}
 
 
 def _require(condition: bool, why: str) -> None:
@@ -109,7 +110,7 @@ def pages(browser, server):
     opened = {}
     for name in PAGES:
         context, page, errors, blocked = _open(browser, server, name)
-        if name == "chapter1" and VENDORED:
+        if name in ("chapter1", "chapter2") and VENDORED:
             page.wait_for_selector(".widget-slider", timeout=30_000)
             page.wait_for_timeout(500)
         page.screenshot(path=str(ARTIFACTS / f"book-{name}.png"), full_page=True)
@@ -137,6 +138,8 @@ def test_every_image_loaded(pages, name):
     assert not broken, f"{name}: images that did not load: {broken}"
     if name == "chapter1":
         assert len(images) >= 6, f"chapter 1 should show its figures and drawings, found {len(images)} images"
+    if name == "chapter2":
+        assert len(images) >= 10, f"chapter 2 should show its plots and cell drawings, found {len(images)} images"
 
 
 def test_chapter1_widget_view(pages):
@@ -151,6 +154,24 @@ def test_chapter1_widget_view(pages):
         assert ok, "the edge explorer's bar plot is not rendered"
         assert "keeps" in page.locator(".widget-html").all_inner_texts().__str__()
     assert not [e for e in errors if "widget" in e.lower()], f"widget errors in the page: {errors}"
+
+
+def test_chapter2_epoch_explorer_view(pages):
+    page, errors, _ = pages["chapter2"]
+    assert page.locator('script[type="application/vnd.jupyter.widget-state+json"]').count() == 1, \
+        "the widget state was not saved with the executed notebook"
+    assert page.locator('script[type="application/vnd.jupyter.widget-view+json"]').count() >= 1
+    if VENDORED:  # the saved view renders without any network access: slider, cell drawing, weight bars
+        assert page.locator(".widget-slider").count() >= 1, "the epoch slider is not rendered"
+        assert page.locator(".widget-html svg").count() >= 1, "the explorer's cell drawing is not rendered"
+        ok = page.evaluate("""() => Array.from(document.querySelectorAll('.jupyter-widgets img, img.widget-image'))
+                              .some(i => i.naturalWidth > 0)""")
+        assert ok, "the explorer's weight bars are not rendered"
+        assert "skip_connect" in " ".join(page.locator(".widget-html").all_inner_texts())
+    assert not [e for e in errors if "widget" in e.lower()], f"widget errors in the page: {errors}"
+    text = page.locator("main").inner_text()
+    for heading in ("The mechanism, live", "The recorded searches", "What was tried", "Explorer"):
+        assert heading in text, f"chapter 2 lacks its section {heading!r}"
 
 
 def test_chapter1_has_a_static_figure_for_the_explorer(pages):
