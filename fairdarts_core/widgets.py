@@ -287,6 +287,17 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _scalable_svg(svg: str, max_width: str = "640px") -> str:
+    """graphviz's SVG without the XML prologue and with its fixed size replaced by one that fits the page
+    (the viewBox keeps the proportions)."""
+    import re
+
+    svg = svg[svg.find("<svg"):]
+    head, rest = svg.split(">", 1)
+    head = re.sub(r'\s(width|height)="[^"]*"', "", head)
+    return f'{head} style="width:100%;max-width:{max_width};height:auto">{rest}'
+
+
 def epoch_explorer(history: Sequence[Dict], primitives: Sequence[str], cell: str = "normal",
                    title: str = "A recorded search, epoch by epoch", epoch: Optional[int] = None):
     """An epoch slider over a recorded ``history`` that redraws the derived cell (graphviz SVG) and the
@@ -301,8 +312,8 @@ def epoch_explorer(history: Sequence[Dict], primitives: Sequence[str], cell: str
     slider = W.SelectionSlider(options=first["epochs"], value=first["epoch"], description="epoch",
                                continuous_update=False, layout=W.Layout(width="420px"))
     info = W.HTML()
-    drawing = W.HTML(layout=W.Layout(min_width="420px"))
-    bars = W.Image(format="png", layout=W.Layout(width="520px"))
+    drawing = W.HTML(layout=W.Layout(width="100%"))
+    bars = W.Image(format="png", layout=W.Layout(width="560px", max_width="100%"))
 
     def current() -> Dict:
         return epoch_explorer_state(history, primitives, slider.value, cell)
@@ -310,13 +321,12 @@ def epoch_explorer(history: Sequence[Dict], primitives: Sequence[str], cell: str
     def update(_=None) -> None:
         state = current()
         info.value = f"<p>{epoch_explorer_text(state)}</p>"
-        svg = epoch_explorer_cell(state).pipe(format="svg").decode("utf-8")
-        drawing.value = svg[svg.find("<svg"):]  # without the XML prologue
+        drawing.value = _scalable_svg(epoch_explorer_cell(state).pipe(format="svg").decode("utf-8"))
         bars.value = _png(epoch_explorer_figure(state)[0])
 
     slider.observe(update, "value")
     update()
-    box = W.VBox([W.HTML(f"<b>{title}</b>"), slider, info, W.HBox([drawing, bars])])
+    box = W.VBox([W.HTML(f"<b>{title}</b>"), slider, info, W.VBox([drawing, bars])])
     box.state, box.slider = current, slider
     return box
 
