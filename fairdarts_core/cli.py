@@ -289,11 +289,17 @@ def add_mechanism(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--arch-lr", type=float, default=3e-3)
     p.add_argument("--subset", type=int, default=4000, help="Fashion-MNIST images (half weights, half alpha)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1: these tensors are tiny, more threads only contend)")
     p.add_argument("--out", type=Path, help="write the trajectory and its provenance as JSON")
 
 
 def run_mechanism(args: argparse.Namespace) -> int:
+    import torch
+
     from .mechanism import ChainConfig, run_chain, skip_summary
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from .provenance import provenance
     cfg = ChainConfig(depth=args.depth, relaxation=args.relaxation, ops=tuple(args.ops.split(",")),
                       steps=args.steps, seed=args.seed, arch_lr=args.arch_lr, subset=args.subset)
