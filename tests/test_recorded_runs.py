@@ -19,7 +19,9 @@ These tests re-run the beginning of each recorded run from its recorded configur
 To keep this file to a few minutes, one run per setting is re-run, the one with the lowest seed
 (searches: one DARTS and one Fair DARTS run, i.e. per preset; mechanism: one run per depth and relaxation).
 Set FAIRDARTS_RERUN_ALL=1 to re-run every recorded run. Runs still in progress (no provenance yet) are
-not checked. The file also checks that every recorded run is complete and consistent with itself.
+not checked. The file also checks that every recorded run is complete and consistent with itself, and
+that every recorded retraining (data/runs/retrain/) trained the cell its search derived; re-running a
+retraining's first epoch takes minutes here, so that check runs only with FAIRDARTS_RERUN_ALL=1.
 """
 from __future__ import annotations
 
@@ -170,3 +172,43 @@ def test_max_steps_keeps_the_schedule():
         np.testing.assert_allclose(a["weights"], b["weights"], atol=1e-6)
     short = run_chain(ChainConfig(**{**cfg.__dict__, "steps": 4}))["records"]
     assert not np.allclose(short[-1]["weights"], part[-1]["weights"], atol=1e-7)  # another schedule
+
+
+# --- retraining of the searched cells -----------------------------------------------------------------
+def recorded_retrains():
+    if not (RUNS / "retrain").is_dir():
+        return []
+    return sorted(d for d in (RUNS / "retrain").iterdir() if (d / "provenance.json").is_file())
+
+
+@pytest.mark.parametrize("run_dir", recorded_retrains(), ids=lambda p: p.name)
+def test_recorded_retrain_is_complete_and_trains_the_searched_cell(run_dir):
+    cfg = json.loads((run_dir / "config.json").read_text())
+    history = json.loads((run_dir / "history.json").read_text())
+    prov = json.loads((run_dir / "provenance.json").read_text())
+    assert [r["epoch"] for r in history] == list(range(1, cfg["epochs"] + 1)), "the run did not finish"
+    cmd = prov["sessions"][0]["command"]
+    assert cmd.startswith("fairdarts train --genotype data/runs/collapse/")
+    searched = ROOT / cmd.split("--genotype ", 1)[1].split()[0]
+    assert json.loads((run_dir / "genotype.json").read_text())["normal"] == json.loads(searched.read_text())["normal"]
+
+
+@pytest.mark.skipif(not ALL, reason="one retraining epoch takes minutes here: set FAIRDARTS_RERUN_ALL=1")
+@pytest.mark.parametrize("run_dir", recorded_retrains(), ids=lambda p: p.name)
+def test_recorded_retrain_reruns_its_first_epoch(run_dir):
+    from fairdarts_core.genotype import Genotype
+    from fairdarts_core.presets import TrainConfig
+    from fairdarts_core.train import run_train
+
+    config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    genotype = Genotype.from_dict(json.loads((run_dir / "genotype.json").read_text()))
+    recorded = json.loads((run_dir / "history.json").read_text())[0]
+    threads = torch.get_num_threads()
+    try:
+        got = run_train(config, genotype, None, progress=False, callback=lambda record, model: False).history[0]
+    finally:
+        torch.set_num_threads(threads)
+    for key in ("train_loss", "test_loss"):
+        assert got[key] == pytest.approx(recorded[key], abs=1e-3), key
+    for key in ("train_acc", "test_acc"):
+        assert got[key] == pytest.approx(recorded[key], abs=2e-3), key
