@@ -1,10 +1,19 @@
 """``fairdarts bench search-step``: the reference and the fast supernet path, side by side.
 
-One *step* is one full first-order bi-level Fair DARTS step as the search engine runs it
-(:func:`fairdarts_core.search.arch_step` then :func:`~fairdarts_core.search.weight_step`): 7 ops,
-sigmoid relaxation, zero-one loss with weight 10, Adam on alpha, SGD with gradient clipping on the weights.
-Both paths start from the same weights and see the same synthetic batches, which live on the device
-from the start (no host copies inside the timed loop).
+One *step* is one full first-order bi-level Fair DARTS step: 7 ops, sigmoid relaxation, zero-one loss
+with weight 10, Adam on alpha, SGD with gradient clipping on the weights. The two sides are:
+
+* **reference**: the straightforward formulation as in the original DARTS code: the reference supernet
+  path (every edge runs every op on its input) and :func:`reference_arch_step` /
+  :func:`reference_weight_step`, which call ``loss.backward()`` like DARTS's ``Architect.step`` and
+  ``train`` do (the architecture step computes the weight gradients too, and discards them);
+* **fast**: the fast supernet path (:mod:`fairdarts_core.fast`) and the search engine's own step
+  (:func:`fairdarts_core.search.arch_step`, which asks autograd for alpha's gradient only, then
+  :func:`~fairdarts_core.search.weight_step`).
+
+Both sides compute the same update (same alpha, same weights after the step, up to rounding). Both start
+from the same weights and see the same synthetic batches, which live on the device from the start (no
+host copies inside the timed loop).
 
 Timing: both models live in one process and their steps alternate (reference, fast, reference, ...), so
 a busy machine slows both alike; after ``warmup`` steps each, the median of ``repeat`` steps is reported.
@@ -35,7 +44,7 @@ import torch
 from . import fast
 from .ops import FAIR_DARTS_OPS
 from .presets import SearchConfig
-from .search import arch_step, build_optimizers, weight_step
+from .search import arch_loss, arch_step, build_optimizers, weight_step
 from .supernet import Supernet, SupernetConfig
 
 PATHS = ("reference", "fast")
@@ -55,6 +64,7 @@ class BenchSpec:
     channels_last: bool = True     # the fast path's layout (the reference path keeps NCHW)
     bf16: bool = False             # bf16 autocast for the weight step only (alpha's step stays fp32)
     compile: bool = False          # torch.compile both models
+    recompute: bool = False        # the fast path's OPTIONS["recompute"] (checkpointed cells)
     threads: Optional[int] = None  # torch intra-op threads; None: torch's default
     seed: int = 0
 
@@ -94,14 +104,43 @@ def setup(spec: BenchSpec, path: str, model: Optional[Supernet] = None) -> Setup
     return runner, w_opt, a_opt, config, make_batches(spec)
 
 
-def step(s: Setup, spec: BenchSpec) -> None:
-    """One first-order bi-level step: alpha on the validation batch, then the weights on the training one."""
+def reference_arch_step(model, x_val: torch.Tensor, y_val: torch.Tensor, a_optimizer: torch.optim.Optimizer,
+                        config: SearchConfig) -> None:
+    """The first-order architecture step as DARTS's ``Architect.step`` writes it: ``zero_grad``,
+    ``loss.backward()`` (so autograd also computes every weight gradient, which this step then discards:
+    DARTS's weight step zeroes them), Adam on alpha. Same alpha update as :func:`search.arch_step`, which
+    asks for alpha's gradient only."""
+    a_optimizer.zero_grad()
+    logits = model(x_val)
+    loss, _, _ = arch_loss(model, logits, y_val, config)
+    loss.backward()
+    a_optimizer.step()
+    for p in model.weights():
+        p.grad = None  # discarded
+
+
+def reference_weight_step(model, x: torch.Tensor, y: torch.Tensor, w_optimizer: torch.optim.Optimizer,
+                          config: SearchConfig) -> None:
+    """The weight step as DARTS's ``train`` writes it: ``zero_grad``, ``loss.backward()`` (alpha's
+    gradient comes along, unused), clipping, SGD. Same update as :func:`search.weight_step`."""
+    w_optimizer.zero_grad()
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    if config.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.weights(), config.grad_clip)
+    w_optimizer.step()
+
+
+def step(s: Setup, spec: BenchSpec, path: str = "fast") -> None:
+    """One first-order bi-level step: alpha on the validation batch, then the weights on the training one.
+    ``path="reference"``: DARTS's straightforward steps; ``"fast"``: the search engine's."""
     model, w_opt, a_opt, config, (train, val) = s
-    arch_step(model, *val, a_opt, config)
+    a_step, w_step = (reference_arch_step, reference_weight_step) if path == "reference" else (arch_step, weight_step)
+    a_step(model, *val, a_opt, config)
     autocast = (torch.autocast(torch.device(spec.device).type, dtype=torch.bfloat16) if spec.bf16
                 else nullcontext())
     with autocast:
-        weight_step(model, *train, w_opt, config)
+        w_step(model, *train, w_opt, config)
 
 
 def _sync(spec: BenchSpec) -> None:
@@ -112,7 +151,7 @@ def _sync(spec: BenchSpec) -> None:
 def time_steps(spec: BenchSpec, repeat: int = 3, warmup: int = 1,
                paths: Tuple[str, ...] = PATHS) -> Dict[str, List[float]]:
     """Milliseconds per step for each path, steps interleaved across paths."""
-    fast.OPTIONS["channels_last"] = spec.channels_last
+    _apply_options(spec)
     base = make_model(spec, paths[0])
     setups = {}
     for p in paths:
@@ -124,7 +163,7 @@ def time_steps(spec: BenchSpec, repeat: int = 3, warmup: int = 1,
         for p in paths:
             _sync(spec)
             t0 = time.perf_counter()
-            step(setups[p], spec)
+            step(setups[p], spec, p)
             _sync(spec)
             if i >= warmup:
                 times[p].append(1000.0 * (time.perf_counter() - t0))
@@ -148,7 +187,7 @@ def _child(payload: str) -> None:
     path, warmup = d.pop("path"), d.pop("warmup")
     spec = BenchSpec(**d)
     _apply_threads(spec)
-    fast.OPTIONS["channels_last"] = spec.channels_last
+    _apply_options(spec)
     s = setup(spec, path)
     baseline = _maxrss_mb()
     cuda = torch.device(spec.device).type == "cuda"
@@ -156,7 +195,7 @@ def _child(payload: str) -> None:
         torch.cuda.reset_peak_memory_stats()
         baseline = torch.cuda.memory_allocated() / 2**20
     for _ in range(warmup + 1):
-        step(s, spec)
+        step(s, spec, path)
     _sync(spec)
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _maxrss_mb()
     print(json.dumps({"peak_mb": round(peak, 1), "baseline_mb": round(baseline, 1),
@@ -174,6 +213,12 @@ def _maxrss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024.0 if sys.platform != "darwin" else 2**20)
+
+
+def _apply_options(spec: BenchSpec) -> None:
+    """The fast path's switches from the spec (the reference path reads none of them)."""
+    fast.OPTIONS["channels_last"] = spec.channels_last
+    fast.OPTIONS["recompute"] = spec.recompute
 
 
 def _apply_threads(spec: BenchSpec) -> None:
@@ -194,7 +239,7 @@ def search_step_report(spec: BenchSpec, repeat: int = 3, warmup: int = 1, memory
                       reference_baseline_mb=mem["reference"]["baseline_mb"],
                       fast_baseline_mb=mem["fast"]["baseline_mb"], memory_method=mem["fast"]["method"])
     report.update(shape={k: getattr(spec, k) for k in ("batch", "channels", "layers", "resolution", "in_channels")},
-                  options={k: getattr(spec, k) for k in ("device", "channels_last", "bf16", "compile")},
+                  options={k: getattr(spec, k) for k in ("device", "channels_last", "recompute", "bf16", "compile")},
                   threads=torch.get_num_threads(), repeat=repeat, warmup=warmup,
                   reference_all_ms=[round(t, 1) for t in times["reference"]],
                   fast_all_ms=[round(t, 1) for t in times["fast"]],
@@ -236,6 +281,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=True,
                    help="run the fast path in the channels_last layout (default: on)")
+    p.add_argument("--recompute", action=argparse.BooleanOptionalAction, default=None,
+                   help="recompute each cell's mixed edges in the backward pass (fast path; default: "
+                        "fast.OPTIONS['recompute'])")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the weight step")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -255,7 +303,8 @@ def run(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device))
     spec = BenchSpec(batch=args.batch, channels=args.channels, layers=args.layers, resolution=args.resolution,
                      in_channels=args.in_channels, device=device, channels_last=args.channels_last,
-                     bf16=args.bf16, compile=args.compile, threads=args.threads)
+                     bf16=args.bf16, compile=args.compile, threads=args.threads,
+                     recompute=fast.OPTIONS["recompute"] if args.recompute is None else args.recompute)
     report = search_step_report(spec, args.repeat, args.warmup, args.memory)
     print(json.dumps(report) if args.json else format_report(report))
     return 0

@@ -20,8 +20,15 @@ ones, for which oneDNN has no fast kernel, and by pools/BN in the NCHW layout. W
 * **channels_last** memory layout (optional, on by default): pools, BN and convolutions all run faster.
 * The ``none`` op contributes exactly zero: it is skipped.
 
-Options live in :data:`OPTIONS` (``channels_last``, ``dilated_as_phases``) so benchmarks and tests can
-turn each idea off.
+* **Recomputation** (optional, ``OPTIONS["recompute"]``): the mixed edges of a cell run under
+  ``torch.utils.checkpoint`` (non-reentrant), so autograd keeps only the cell's two preprocessed inputs
+  and recomputes the cell's activations in the backward pass, one cell at a time. The recomputation
+  uses the same batch statistics and the same skip noise (drawn before the checkpoint) and does not
+  update the BN running statistics a second time, so the function, its gradients and the buffers are
+  the same as without it. It trades one more forward pass of the cells for memory.
+
+Options live in :data:`OPTIONS` (``channels_last``, ``dilated_as_phases``, ``recompute``) so benchmarks
+and tests can turn each idea on or off.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .genotype import edge_index
 from .ops import DilConv, FactorizedReduce, Identity, SepConv, Zero
@@ -37,31 +45,40 @@ from .ops import DilConv, FactorizedReduce, Identity, SepConv, Zero
 OPTIONS: Dict[str, bool] = {
     "channels_last": True,       # run the cell in the channels_last memory layout
     "dilated_as_phases": True,   # dilation-2 depthwise convs as undilated convs on 2x2 polyphase images
+    "recompute": False,          # keep only each cell's inputs; recompute its mixed edges in the backward
 }
 """Switches for the ideas above (all on by default; the math is the same either way)."""
 
 
 # --- small building blocks ----------------------------------------------------------------------------
+_STATE = {"update_stats": True}  # False while a checkpointed cell is recomputed in the backward pass
+
+
 def batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, scale: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``scale * bn(x)`` in one ``F.batch_norm`` call, updating ``bn``'s buffers exactly as ``bn(x)`` does.
 
     ``scale`` is a 0-d tensor (an op's relaxed weight); autograd carries its gradient."""
     factor = _update_counter(bn)
     use_batch_stats = bn.training or bn.running_mean is None
+    track = not bn.training or bn.track_running_stats
+    running_mean, running_var = (bn.running_mean, bn.running_var) if track else (None, None)
+    if track and bn.training and not _STATE["update_stats"] and running_mean is not None:
+        # a checkpoint's recomputation: throwaway copies take the update (same autograd graph, same values)
+        running_mean, running_var = running_mean.clone(), running_var.clone()
     weight, bias = bn.weight, bn.bias
     if scale is not None:
         s = scale.expand(x.shape[1]).contiguous()  # (the channels_last BN kernels misread a stride-0 weight)
         weight = s if weight is None else weight * s
         bias = None if bias is None else bias * s
-    return F.batch_norm(x, bn.running_mean if (not bn.training or bn.track_running_stats) else None,
-                        bn.running_var if (not bn.training or bn.track_running_stats) else None,
+    return F.batch_norm(x, running_mean, running_var,
                         weight, bias, use_batch_stats, factor, bn.eps)
 
 
 def _update_counter(bn: nn.BatchNorm2d) -> float:
     """What ``_BatchNorm.forward`` does before normalising: count the batch, return the momentum."""
     factor = 0.0 if bn.momentum is None else bn.momentum
-    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+    if (bn.training and bn.track_running_stats and bn.num_batches_tracked is not None
+            and _STATE["update_stats"]):
         bn.num_batches_tracked.add_(1)
         if bn.momentum is None:
             factor = 1.0 / float(bn.num_batches_tracked)
@@ -77,12 +94,13 @@ def shared_batch_norm(bns: Sequence[nn.BatchNorm2d], x: torch.Tensor) -> Optiona
     eps = {bn.eps for bn in bns}
     if len(eps) != 1:
         return None
-    with torch.no_grad():
-        var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=1)  # running_var uses the unbiased var
-        for bn in bns:
-            factor = _update_counter(bn)
-            bn.running_mean.mul_(1.0 - factor).add_(mean, alpha=factor)
-            bn.running_var.mul_(1.0 - factor).add_(var, alpha=factor)
+    if _STATE["update_stats"]:
+        with torch.no_grad():
+            var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=1)  # running_var uses the unbiased var
+            for bn in bns:
+                factor = _update_counter(bn)
+                bn.running_mean.mul_(1.0 - factor).add_(mean, alpha=factor)
+                bn.running_var.mul_(1.0 - factor).add_(var, alpha=factor)
     return F.batch_norm(x, None, None, None, None, True, 0.0, eps.pop())
 
 
@@ -229,6 +247,26 @@ def fast_cell_forward(cell, states: List[torch.Tensor], weights: torch.Tensor,
     formulation's value, computed source by source (each node's outgoing edges together)."""
     if OPTIONS["channels_last"]:
         states = [s.contiguous(memory_format=torch.channels_last) for s in states]
+    if OPTIONS["recompute"] and torch.is_grad_enabled():
+        calls = [0]
+
+        def body(s0, s1, w, *nz):
+            first = calls[0] == 0  # later calls are autograd's recomputation: no second stats update
+            calls[0] += 1
+            previous = _STATE["update_stats"]
+            _STATE["update_stats"] = previous and first
+            try:
+                return _cell_body(cell, [s0, s1], w, nz[0] if nz else None)
+            finally:
+                _STATE["update_stats"] = previous
+
+        args = (states[0], states[1], weights) + (() if noise is None else (noise,))
+        return checkpoint(body, *args, use_reentrant=False, preserve_rng_state=False)
+    return _cell_body(cell, states, weights, noise)
+
+
+def _cell_body(cell, states: List[torch.Tensor], weights: torch.Tensor,
+               noise: Optional[torch.Tensor]) -> torch.Tensor:
     rows = edge_index(cell.steps)
     pending: Dict[int, List[torch.Tensor]] = {to: [] for to in range(2, cell.steps + 2)}
     states = list(states)

@@ -191,3 +191,76 @@ def test_bench_command_json(capsys):
 def test_bench_command_bad_input(capsys):
     assert main(["bench", "search-step", "--batch", "0"]) == 2
     assert "--batch" in capsys.readouterr().err
+
+
+# --- recomputation (fast.OPTIONS["recompute"]) -------------------------------------------------------------
+@pytest.mark.parametrize("op_set", ["fair_darts", "darts"])
+@pytest.mark.parametrize("relaxation", ["sigmoid", "softmax"])
+@pytest.mark.parametrize("dtype,noise", [(torch.float64, 0.0), (torch.float64, 0.7), (torch.float32, 0.7)])
+def test_recompute_same_outputs_gradients_and_running_stats(op_set, relaxation, dtype, noise, monkeypatch):
+    """Checkpointed cells: same output, weight and alpha gradients, and BN buffers updated exactly once."""
+    monkeypatch.setitem(fast.OPTIONS, "recompute", True)
+    ref, fst = twin_models(relaxation, op_set, dtype, noise)
+    x, y = data(dtype) if dtype == torch.float64 else data(dtype, batch=3, res=10)
+    o_ref, g_ref, b_ref = forward_backward(ref, x, y)
+    o_fst, g_fst, b_fst = forward_backward(fst, x, y)
+    tol = TOL[dtype]
+    assert_same(o_fst, o_ref, tol, "output")
+    for i, (a, b) in enumerate(zip(g_fst, g_ref)):
+        assert_same(a, b, tol, f"gradient {i}")
+    for (name, _), a, b in zip(ref.named_buffers(), b_fst, b_ref):
+        if name.endswith("num_batches_tracked"):
+            assert torch.equal(a, b), name  # the recomputation does not count the batch twice
+        else:
+            assert_same(a, b, tol, f"buffer {name}", floor=1.0)
+
+
+def test_recompute_alpha_only_gradient_and_eval_mode(monkeypatch):
+    """autograd.grad w.r.t. alpha alone (the engine's arch step) through checkpointed cells; eval mode and
+    no_grad run without a checkpoint."""
+    monkeypatch.setitem(fast.OPTIONS, "recompute", True)
+    ref, fst = twin_models("sigmoid", "fair_darts", torch.float64, noise=0.5)
+    x, y = data()
+    for m in (ref, fst):
+        torch.manual_seed(2)
+        m.grads = torch.autograd.grad(F.cross_entropy(m(x), y), m.arch_parameters())
+    for a, b in zip(fst.grads, ref.grads):
+        assert_same(a, b, 1e-9, "alpha-only gradient")
+    ref.eval(), fst.eval()
+    with torch.no_grad():
+        assert_same(fst(x), ref(x), 1e-9, "eval-mode output")
+
+
+@pytest.mark.parametrize("relaxation,op_set", [("sigmoid", "fair_darts"), ("softmax", "darts")])
+def test_recompute_three_bilevel_steps(relaxation, op_set, monkeypatch):
+    monkeypatch.setitem(fast.OPTIONS, "recompute", True)
+    ref, fst = twin_models(relaxation, op_set, torch.float64, alpha_init_std=1e-3, layers=3, noise=0.3)
+    x, y = data()
+    torch.manual_seed(11)
+    a_ref, w_ref = three_steps(ref, x, y)
+    torch.manual_seed(11)
+    a_fst, w_fst = three_steps(fst, x, y)
+    for a, b in zip(a_fst + w_fst, a_ref + w_ref):
+        assert_same(a, b, 1e-9, "parameters after three steps")
+    for (name, a), b in zip(fst.named_buffers(), ref.buffers()):
+        assert torch.equal(a, b) if name.endswith("num_batches_tracked") else rel_err(a, b, 1.0) <= 1e-9, name
+
+
+# --- the benchmark's two sides compute the same update ------------------------------------------------------
+def test_bench_reference_step_is_the_same_update_as_the_engine_step():
+    """The benchmark's reference side (reference path, DARTS-style ``loss.backward()`` steps) and its fast
+    side (fast path, the engine's alpha-only arch step) give the same alpha and weights after a step."""
+    from fairdarts_core import bench
+    spec = bench.BenchSpec(batch=2, channels=4, layers=3, resolution=8, in_channels=1)
+    base = bench.make_model(spec, "reference").double()
+    out = {}
+    for path in ("reference", "fast"):
+        model = copy.deepcopy(base)
+        model.set_path(path)
+        s = list(bench.setup(spec, path, model))
+        s[4] = [(x.double(), y) for x, y in s[4]]
+        for _ in range(2):
+            bench.step(tuple(s), spec, path)
+        out[path] = [p.detach().clone() for p in model.parameters()]
+    for a, b in zip(out["fast"], out["reference"]):
+        assert_same(a, b, 1e-9, "parameter after two benchmark steps")
