@@ -298,6 +298,7 @@ def run_mechanism(args: argparse.Namespace) -> int:
     import torch
 
     from .mechanism import ChainConfig, run_chain, skip_summary
+    from .search import atomic_write_text
     if args.threads:
         torch.set_num_threads(args.threads)
     from .provenance import provenance
@@ -309,9 +310,7 @@ def run_mechanism(args: argparse.Namespace) -> int:
     if args.out:
         result["provenance"] = provenance(["fairdarts"] + sys.argv[1:], time.time() - start)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(json.dumps(result) + "\n")
-        tmp.replace(args.out)  # atomic: a killed run never leaves half a file
+        atomic_write_text(args.out, json.dumps(result) + "\n")  # a killed run never leaves half a file
     emit(args, summary, f"depth {summary['depth']}, {args.relaxation}: skip weight {summary['skip_weight']:.3f}, "
          f"best other op {summary['other_weight']:.3f}, skip wins {summary['skip_wins']}/{summary['depth']} layers, "
          f"train acc {summary['train_acc']:.3f}")

@@ -52,11 +52,10 @@ def record_session(run_dir: Path, argv: Optional[List[str]] = None, wall_seconds
     gets one entry per session) and write it atomically. Returns the whole record."""
     import json
 
+    from .search import atomic_write_text
     path = Path(run_dir) / "provenance.json"
     record = json.loads(path.read_text()) if path.is_file() else {"sessions": []}
     record["sessions"].append(provenance(argv, wall_seconds))
     record["wall_seconds_total"] = round(sum(s["wall_seconds"] or 0 for s in record["sessions"]), 1)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
     return record
