@@ -258,26 +258,26 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def atomic_save(obj, path: Union[str, Path]) -> None:
-    """Write to a temporary file in the same directory, then rename: a crash never leaves half a file."""
+def _atomic(path: Union[str, Path], write, suffix: str = "") -> None:
+    """Write through ``write(tmp_path)`` to a temporary file in the same directory, then rename it over
+    ``path``: a crash or a kill never leaves half a file."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
+    write(tmp)
     os.replace(tmp, path)
+
+
+def atomic_save(obj, path: Union[str, Path]) -> None:
+    """``torch.save`` atomically."""
+    _atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def atomic_write_text(path: Union[str, Path], text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    _atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def atomic_save_npy(path: Union[str, Path], array: np.ndarray) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    _atomic(path, lambda tmp: np.save(tmp, array), suffix=".npy")  # np.save would add .npy itself
 
 
 def load_checkpoint_file(path: Union[str, Path], kind: str) -> dict:
