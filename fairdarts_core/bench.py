@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import platform
 import resource
 import statistics
@@ -243,8 +244,49 @@ def search_step_report(spec: BenchSpec, repeat: int = 3, warmup: int = 1, memory
                   threads=torch.get_num_threads(), repeat=repeat, warmup=warmup,
                   reference_all_ms=[round(t, 1) for t in times["reference"]],
                   fast_all_ms=[round(t, 1) for t in times["fast"]],
-                  machine=f"{platform.processor() or platform.machine()}, {_cpu_count()} cores, torch {torch.__version__}")
+                  machine=_machine(spec))
     return report
+
+
+def search_epoch_report(spec: BenchSpec, train_size: int = 25000, steps: Optional[int] = None,
+                        path: str = "fast") -> dict:
+    """Wall time of one search epoch of ``path`` on synthetic data of CIFAR-10's search split (25k training
+    + 25k validation images, 32x32): ``ceil(train_size / batch)`` bi-level steps, each on its own slice of
+    two device-resident tensors (so the numbers exclude data loading and augmentation). ``steps`` caps the
+    steps (the epoch time is then extrapolated, and said so). One warm-up step first."""
+    _apply_threads(spec)
+    _apply_options(spec)
+    s = setup(spec, path)
+    model, w_opt, a_opt, config, _ = s
+    per_epoch = math.ceil(train_size / spec.batch)
+    n = per_epoch if steps is None else min(steps, per_epoch)
+    g = torch.Generator().manual_seed(spec.seed + 2)
+    shape = (n * spec.batch, spec.in_channels, spec.resolution, spec.resolution)
+    images = [torch.randn(shape, generator=g).to(spec.device) for _ in range(2)]
+    labels = [torch.randint(0, spec.num_classes, (n * spec.batch,), generator=g).to(spec.device) for _ in range(2)]
+    step(s, spec, path)  # warm-up (and compilation, with --compile)
+    _sync(spec)
+    t0 = time.perf_counter()
+    for i in range(n):
+        sl = slice(i * spec.batch, (i + 1) * spec.batch)
+        batches = [(images[0][sl], labels[0][sl]), (images[1][sl], labels[1][sl])]
+        step((model, w_opt, a_opt, config, batches), spec, path)
+    _sync(spec)
+    seconds = time.perf_counter() - t0
+    epoch_s = seconds * per_epoch / n
+    return {"path": path, "steps_timed": n, "steps_per_epoch": per_epoch, "ms_per_step": round(1000 * seconds / n, 1),
+            "epoch_s": round(epoch_s, 1), "extrapolated": n < per_epoch,
+            "fifty_epochs_h": round(50 * epoch_s / 3600, 2),
+            "shape": {k: getattr(spec, k) for k in ("batch", "channels", "layers", "resolution", "in_channels")},
+            "options": {k: getattr(spec, k) for k in ("device", "channels_last", "recompute", "bf16", "compile")},
+            "threads": torch.get_num_threads(),
+            "machine": _machine(spec)}
+
+
+def _machine(spec: BenchSpec) -> str:
+    if torch.device(spec.device).type == "cuda":
+        return f"{torch.cuda.get_device_name(torch.device(spec.device))}, torch {torch.__version__}"
+    return f"{platform.processor() or platform.machine()}, {_cpu_count()} cores, torch {torch.__version__}"
 
 
 def _cpu_count() -> int:
@@ -267,10 +309,22 @@ def format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
+def format_epoch_report(r: dict) -> str:
+    s = r["shape"]
+    how = f"extrapolated from {r['steps_timed']} steps" if r["extrapolated"] else "measured"
+    return (f"search epoch ({r['path']} path, {r['steps_per_epoch']} first-order bi-level steps of batch {s['batch']}, "
+            f"C={s['channels']}, {s['layers']} cells, {s['resolution']}x{s['resolution']}x{s['in_channels']}, "
+            f"synthetic data on {r['options']['device']}; {r['machine']})\n"
+            f"  {r['ms_per_step']:.1f} ms/step, {r['epoch_s']:.1f} s/epoch ({how}), "
+            f"50 epochs: {r['fifty_epochs_h']:.2f} h")
+
+
 # --- the CLI sub-command ----------------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``fairdarts bench``."""
-    p.add_argument("what", choices=["search-step"], help="what to benchmark")
+    p.add_argument("what", choices=["search-step", "search-epoch"],
+                   help="search-step: reference vs fast, one step; search-epoch: one whole CIFAR-sized search "
+                        "epoch (25k + 25k synthetic images) of one path")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--channels", type=int, default=16)
     p.add_argument("--layers", type=int, default=8)
@@ -288,10 +342,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory children")
+    p.add_argument("--path", choices=PATHS, default="fast", help="search-epoch: which path to time")
+    p.add_argument("--steps", type=int, default=None,
+                   help="search-epoch: time this many steps and extrapolate to the epoch (default: all)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """``fairdarts bench search-step``."""
+    """``fairdarts bench search-step`` / ``search-epoch``."""
     for name in ("batch", "channels", "layers", "resolution", "in_channels", "repeat"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
@@ -305,6 +362,12 @@ def run(args: argparse.Namespace) -> int:
                      in_channels=args.in_channels, device=device, channels_last=args.channels_last,
                      bf16=args.bf16, compile=args.compile, threads=args.threads,
                      recompute=fast.OPTIONS["recompute"] if args.recompute is None else args.recompute)
+    if args.what == "search-epoch":
+        if args.steps is not None and args.steps < 1:
+            raise ValueError("--steps must be at least 1")
+        report = search_epoch_report(spec, steps=args.steps, path=args.path)
+        print(json.dumps(report) if args.json else format_epoch_report(report))
+        return 0
     report = search_step_report(spec, args.repeat, args.warmup, args.memory)
     print(json.dumps(report) if args.json else format_report(report))
     return 0

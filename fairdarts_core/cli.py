@@ -457,7 +457,8 @@ def run_evaluate_cmd(args: argparse.Namespace) -> int:
 
 def add_bench(sub) -> None:
     p = _command(sub, "bench", "Time one first-order bi-level search step of the reference and the fast "
-                 "supernet path side by side, with the peak memory of each.", run_bench)
+                 "supernet path side by side, with the peak memory of each (search-step), or one whole "
+                 "CIFAR-sized search epoch on synthetic data (search-epoch).", run_bench)
     from .bench import add_arguments
     add_arguments(p)
 

@@ -16,7 +16,10 @@ ones, for which oneDNN has no fast kernel, and by pools/BN in the NCHW layout. W
 * **Weights folded into the last BN.** ``w * BN(z)`` with a non-affine BN is ``BN(z)`` with ``gamma = w``:
   one fused kernel, and autograd keeps one tensor fewer per op alive for the backward pass.
 * **Dilated depthwise convolutions as undilated ones** on the four polyphase sub-images (space-to-batch):
-  a dilation-2 convolution of an image is an ordinary convolution of each of its 2x2 phases.
+  a dilation-2 convolution of an image is an ordinary convolution of each of its 2x2 phases. The 1x1
+  conv and the BN after it treat every pixel alike, so a whole ``dil_conv`` runs in phase space: each
+  source splits its ReLU output into phases once, and each edge interleaves the sum of its dilated ops
+  back once (even-sized inputs; odd ones split and interleave per op).
 * **channels_last** memory layout (optional, on by default): pools, BN and convolutions all run faster.
 * The ``none`` op contributes exactly zero: it is skipped.
 
@@ -120,19 +123,36 @@ def depthwise(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
 def _dilated_by_phases(x: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.Tensor:
     """A stride-1 dilation-2 'same' convolution as an undilated one on the four 2x2 phases of ``x``,
     stacked along the batch (space-to-batch), then interleaved back (batch-to-space)."""
-    B, C, H, W = x.shape
-    k = weight.shape[-1]
+    H, W = x.shape[-2:]
     if H % 2 or W % 2:  # zeros at the end act like the zero padding they replace; cropped below
         x = F.pad(x, (0, W % 2, 0, H % 2))
-    Hp, Wp = x.shape[-2:]
-    phases = x.reshape(B, C, Hp // 2, 2, Wp // 2, 2).permute(3, 5, 0, 1, 2, 4).reshape(4 * B, C, Hp // 2, Wp // 2)
-    if OPTIONS["channels_last"]:
-        phases = phases.contiguous(memory_format=torch.channels_last)
-    y = F.conv2d(phases, weight, None, 1, (k - 1) // 2, 1, groups)
-    y = y.reshape(2, 2, B, C, Hp // 2, Wp // 2).permute(2, 3, 4, 0, 5, 1).reshape(B, C, Hp, Wp)
-    if OPTIONS["channels_last"]:
-        y = y.contiguous(memory_format=torch.channels_last)
-    return y[:, :, :H, :W]
+    k = weight.shape[-1]
+    y = F.conv2d(to_phases(x), weight, None, 1, (k - 1) // 2, 1, groups)
+    return from_phases(y, x.shape[0])[:, :, :H, :W]
+
+
+def to_phases(x: torch.Tensor) -> torch.Tensor:
+    """Space-to-batch: (B, C, H, W) with even H, W -> (4B, C, H/2, W/2), phase (i, j) = x[..., i::2, j::2]
+    in batch block 2i + j."""
+    B, C, H, W = x.shape
+    y = x.reshape(B, C, H // 2, 2, W // 2, 2).permute(3, 5, 0, 1, 2, 4).reshape(4 * B, C, H // 2, W // 2)
+    return y.contiguous(memory_format=torch.channels_last) if OPTIONS["channels_last"] else y
+
+
+def from_phases(y: torch.Tensor, batch: int) -> torch.Tensor:
+    """Batch-to-space, the inverse of :func:`to_phases`."""
+    _, C, h, w = y.shape
+    x = y.reshape(2, 2, batch, C, h, w).permute(2, 3, 4, 0, 5, 1).reshape(batch, C, 2 * h, 2 * w)
+    return x.contiguous(memory_format=torch.channels_last) if OPTIONS["channels_last"] else x
+
+
+def _phase_eligible(op: "DilConv", h: torch.Tensor) -> bool:
+    """Can this DilConv run entirely in phase space? Stride 1, dilation 2, 'same' padding, odd kernel and
+    an even-sized input (odd sizes would put the padding zeros into the batch statistics of its BN)."""
+    dw = op.op[1]
+    k = dw.kernel_size[0]
+    return (OPTIONS["dilated_as_phases"] and dw.stride == (1, 1) and dw.dilation == (2, 2)
+            and dw.padding == (k - 1, k - 1) and k % 2 == 1 and h.shape[-1] % 2 == 0 and h.shape[-2] % 2 == 0)
 
 
 def pointwise(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -151,6 +171,17 @@ def dil_conv(op: DilConv, r: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``w * op(x)`` for a DilConv, given ``r = relu(x)``."""
     _, dw, pw, bn = op.op
     return batch_norm(bn, pointwise(depthwise(r, dw), pw), w)
+
+
+def dil_conv_in_phases(op: DilConv, phases: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``w * op(x)`` in phase space, given ``phases = to_phases(relu(x))`` (shared by the source): the
+    undilated depthwise conv of the phases, then the 1x1 conv and the BN, which act on every pixel alike
+    (the BN's batch statistics run over the same pixels, only in another order). The caller sums an
+    edge's dilated ops in phase space and interleaves the sum back once."""
+    _, dw, pw, bn = op.op
+    k = dw.kernel_size[0]
+    y = F.conv2d(phases, dw.weight, None, 1, (k - 1) // 2, 1, dw.groups)
+    return batch_norm(bn, pointwise(y, pw), w)
 
 
 def factorized_reduce(op: FactorizedReduce, r: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -195,7 +226,9 @@ def _source_contributions(cell, src: int, h: torch.Tensor, edges: Sequence[int],
                           noise: Optional[torch.Tensor]) -> Dict[int, torch.Tensor]:
     """``{e: sum_k w[e, k] * op_ek(h)}`` for every edge ``e`` leaving source ``src`` (input ``h``)."""
     out: Dict[int, List[torch.Tensor]] = {e: [] for e in edges}
+    in_phases: Dict[int, List[torch.Tensor]] = {e: [] for e in edges}  # dilated ops, summed in phase space
     r: Optional[torch.Tensor] = None
+    phases: Optional[torch.Tensor] = None
     pooled: Dict[Tuple, torch.Tensor] = {}
     n_ops = len(cell.edges[edges[0]].ops)
     for k in range(n_ops):
@@ -226,10 +259,17 @@ def _source_contributions(cell, src: int, h: torch.Tensor, edges: Sequence[int],
                 out[e].append(y if noise is None else y + w * noise[e])
             elif kind == "sep":
                 out[e].append(sep_conv(op, r, w))
+            elif kind == "dil" and _phase_eligible(op, h):
+                if phases is None:
+                    phases = to_phases(r)
+                in_phases[e].append(dil_conv_in_phases(op, phases, w))
             elif kind == "dil":
                 out[e].append(dil_conv(op, r, w))
             else:
                 out[e].append(w * op(h))
+    for e, terms in in_phases.items():
+        if terms:
+            out[e].append(from_phases(_sum(terms), h.shape[0]))
     return {e: _sum(terms) for e, terms in out.items()}
 
 

@@ -191,6 +191,24 @@ def test_bench_command_json(capsys):
 def test_bench_command_bad_input(capsys):
     assert main(["bench", "search-step", "--batch", "0"]) == 2
     assert "--batch" in capsys.readouterr().err
+    assert main(["bench", "search-epoch", "--steps", "0"]) == 2
+    assert "--steps" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", ["fast", "reference"])
+def test_bench_search_epoch_extrapolates_from_the_steps_it_times(capsys, path):
+    rc = main(["bench", "search-epoch", "--batch", "500", "--channels", "2", "--layers", "3", "--resolution", "4",
+               "--in-channels", "1", "--steps", "2", "--threads", "1", "--path", path, "--json"])
+    assert rc == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["path"] == path and r["steps_per_epoch"] == 50 and r["steps_timed"] == 2 and r["extrapolated"]
+    assert r["epoch_s"] == pytest.approx(r["ms_per_step"] * 50 / 1000, rel=0.02)
+
+
+def test_phase_space_round_trip():
+    x = torch.randn(3, 5, 6, 4)
+    assert torch.equal(fast.from_phases(fast.to_phases(x), 3), x)
+    assert torch.equal(fast.to_phases(x)[3 * 1:3 * 2], x[:, :, 0::2, 1::2])  # phase (0, 1) is block 1
 
 
 # --- recomputation (fast.OPTIONS["recompute"]) -------------------------------------------------------------
