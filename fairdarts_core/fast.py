@@ -97,14 +97,20 @@ def shared_batch_norm(bns: Sequence[nn.BatchNorm2d], x: torch.Tensor) -> Optiona
     eps = {bn.eps for bn in bns}
     if len(eps) != 1:
         return None
-    if _STATE["update_stats"]:
-        with torch.no_grad():
-            var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=1)  # running_var uses the unbiased var
-            for bn in bns:
-                factor = _update_counter(bn)
-                bn.running_mean.mul_(1.0 - factor).add_(mean, alpha=factor)
-                bn.running_var.mul_(1.0 - factor).add_(var, alpha=factor)
-    return F.batch_norm(x, None, None, None, None, True, 0.0, eps.pop())
+    # One pass: with momentum 1, F.batch_norm leaves the batch mean and the unbiased batch variance in the
+    # two scratch buffers (what BatchNorm2d blends into its running statistics), then each BN blends them.
+    # (A checkpoint's recomputation makes the same call, so autograd saves the same tensors, and blends nothing.)
+    mean = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device)
+    var = torch.ones_like(mean)
+    y = F.batch_norm(x, mean, var, None, None, True, 1.0, eps.pop())
+    if not _STATE["update_stats"]:
+        return y
+    with torch.no_grad():
+        for bn in bns:
+            factor = _update_counter(bn)
+            bn.running_mean.mul_(1.0 - factor).add_(mean, alpha=factor)
+            bn.running_var.mul_(1.0 - factor).add_(var, alpha=factor)
+    return y
 
 
 def depthwise(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
