@@ -1,7 +1,8 @@
 """The recorded runs in data/runs/ are what their commands produce: nobody has to trust a figure blindly.
 
-Chapter 2 plots recorded runs (the mechanism grid in data/runs/mechanism/, the DARTS and Fair DARTS
-searches in data/runs/collapse/). Each carries its provenance (command, commit, date, machine, wall time).
+Chapter 2 plots recorded runs (the mechanism grid in data/runs/mechanism/ and its longer and deeper
+chains in data/runs/mechanism_long/, the DARTS and Fair DARTS searches in data/runs/collapse/, and the
+levers tried in the DARTS space in data/runs/levers/). Each carries its provenance (command, commit, date, machine, wall time).
 These tests re-run the beginning of each recorded run from its recorded configuration and compare:
 
 - a search (a run directory with provenance.json): its config.json re-run for its first 2 epochs (the
@@ -53,15 +54,18 @@ def _sample(items, setting, seed):
 
 
 # --- searches -----------------------------------------------------------------------------------------
+SEARCH_DIRS = ("collapse", "levers")  # the seeds of the CPU presets; the levers tried in the DARTS space
+
+
 def recorded_searches():
-    if not (RUNS / "collapse").is_dir():
-        return []
-    return sorted(d for d in (RUNS / "collapse").iterdir() if (d / "provenance.json").is_file())
+    return sorted(d for sub in SEARCH_DIRS if (RUNS / sub).is_dir()
+                  for d in (RUNS / sub).iterdir() if (d / "provenance.json").is_file())
 
 
 def _search_setting(run_dir: Path):
     cfg = json.loads((run_dir / "config.json").read_text())
-    return cfg["relaxation"], cfg["epochs"], cfg["layers"], cfg["subset"]
+    return (cfg["relaxation"], cfg["epochs"], cfg["layers"], cfg["subset"], tuple(cfg["primitives"]),
+            cfg["arch_lr"], cfg["image_size"])
 
 
 def _search_seed(run_dir: Path):
@@ -108,10 +112,12 @@ def test_recorded_search_reruns_its_first_two_epochs(run_dir):
 
 
 # --- mechanism runs -----------------------------------------------------------------------------------
+MECHANISM_DIRS = ("mechanism", "mechanism_long")  # the depth x relaxation x seed grid; longer and deeper chains
+
+
 def recorded_mechanism_runs():
-    if not (RUNS / "mechanism").is_dir():
-        return []
-    return sorted(p for p in (RUNS / "mechanism").glob("*.json") if "provenance" in json.loads(p.read_text()))
+    return sorted(p for sub in MECHANISM_DIRS if (RUNS / sub).is_dir()
+                  for p in (RUNS / sub).glob("*.json") if "provenance" in json.loads(p.read_text()))
 
 
 def _mech_setting(path: Path):
