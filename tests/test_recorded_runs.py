@@ -87,6 +87,19 @@ def test_recorded_search_is_complete(run_dir):
     np.testing.assert_allclose(np.load(run_dir / "normal_weight.npy"), history[-1]["normal_weight"], atol=1e-6)
 
 
+def test_the_long_levers_are_the_long_presets():
+    """``cpu-long`` / ``darts-cpu-long`` were tuned from the long lever runs: those runs are their recordings."""
+    from fairdarts_core.presets import get_search_preset
+
+    for name, preset in (("long_fairdarts_s0", "cpu-long"), ("long_darts_s0", "darts-cpu-long")):
+        run_dir = RUNS / "levers" / name
+        if not (run_dir / "provenance.json").is_file():
+            continue
+        cfg = json.loads((run_dir / "config.json").read_text())
+        want = get_search_preset(preset, seed=cfg["seed"], path=cfg["path"]).to_dict()
+        assert {k for k in want if want[k] != cfg[k]} == set(), name
+
+
 @pytest.mark.parametrize("run_dir", SEARCHES, ids=lambda p: p.name)
 def test_recorded_search_reruns_its_first_two_epochs(run_dir):
     from fairdarts_core.presets import SearchConfig

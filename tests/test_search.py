@@ -39,6 +39,9 @@ def test_paper_preset_is_the_published_setting():
     cpu, dcpu = get_search_preset("cpu"), get_search_preset("darts-cpu")
     differ = {k for k in cpu.to_dict() if cpu.to_dict()[k] != dcpu.to_dict()[k]}
     assert differ == {"relaxation", "alpha_init_std", "parse_method", "zero_one_weight"}
+    for short, long in (("cpu", "cpu-long"), ("darts-cpu", "darts-cpu-long")):
+        a, b = get_search_preset(short).to_dict(), get_search_preset(long).to_dict()
+        assert {k for k in a if a[k] != b[k]} == {"epochs"} and b["epochs"] == 5 * a["epochs"]
 
 
 def test_unknown_preset_or_field_is_a_one_line_error():
