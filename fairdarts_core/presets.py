@@ -13,8 +13,8 @@ Search presets
                      parse rule differ, so the two runs compare the relaxations and nothing else).
     ``cpu-long``     ``cpu`` searched five times longer (50 epochs, 1000 architecture steps, about 20 minutes
                      on one core): what chapter 2's levers showed a Fair DARTS CPU search needs to push
-                     several sigmoids past the 0.85 threshold (the 10-epoch ``cpu`` search keeps 0 to 5
-                     normal edges across seeds; recorded as ``data/runs/levers/long_*``).
+                     several sigmoids past the 0.85 threshold (the 10-epoch ``cpu`` search keeps only a
+                     normal edge or two; recorded as ``data/runs/levers/long_*``).
     ``darts-cpu-long`` its DARTS counterpart.
     ``smoke``        seconds, for tests.
 
