@@ -114,16 +114,21 @@ def shared_batch_norm(bns: Sequence[nn.BatchNorm2d], x: torch.Tensor) -> Optiona
 
 
 def depthwise(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """``conv(x)`` for a depthwise convolution; dilation-2 ones via the polyphase trick (see module doc)."""
+    """``conv(x)`` for a depthwise convolution; stride-1 dilation-2 ones via the polyphase trick (see
+    module doc). (The cell itself routes whole dilated ops into phase space; this covers the rest.)"""
     k = conv.kernel_size[0]
-    plain = (conv.dilation != (2, 2) or conv.padding != (k - 1, k - 1) or k % 2 == 0
-             or not OPTIONS["dilated_as_phases"])
-    if plain:
+    if (conv.dilation != (2, 2) or conv.stride != (1, 1) or conv.padding != (k - 1, k - 1) or k % 2 == 0
+            or not OPTIONS["dilated_as_phases"]):
         return conv(x)
-    if conv.stride == (2, 2):
-        # Stride 2 and dilation 2 only ever read the even phase.
-        return F.conv2d(x[:, :, ::2, ::2], conv.weight, None, 1, (k - 1) // 2, 1, conv.groups)
     return _dilated_by_phases(x, conv.weight, conv.groups)
+
+
+def _reads_even_phase(conv: nn.Conv2d) -> bool:
+    """Stride 2 and dilation 2 with 'same' padding only ever read phase (0, 0) of the input: the conv is
+    an undilated stride-1 conv of that phase with half the padding."""
+    k = conv.kernel_size[0]
+    return (OPTIONS["dilated_as_phases"] and conv.stride == (2, 2) and conv.dilation == (2, 2)
+            and conv.padding == (k - 1, k - 1) and k % 2 == 1)
 
 
 def _dilated_by_phases(x: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.Tensor:
@@ -137,19 +142,93 @@ def _dilated_by_phases(x: torch.Tensor, weight: torch.Tensor, groups: int) -> to
     return from_phases(y, x.shape[0])[:, :, :H, :W]
 
 
+def _layout() -> torch.memory_format:
+    return torch.channels_last if OPTIONS["channels_last"] else torch.contiguous_format
+
+
+def _space_to_batch(x: torch.Tensor) -> torch.Tensor:
+    B, C, H, W = x.shape
+    y = torch.empty((4 * B, C, H // 2, W // 2), dtype=x.dtype, device=x.device, memory_format=_layout())
+    y.view(2, 2, B, C, H // 2, W // 2).copy_(x.view(B, C, H // 2, 2, W // 2, 2).permute(3, 5, 0, 1, 2, 4))
+    return y
+
+
+def _batch_to_space(y: torch.Tensor, batch: int) -> torch.Tensor:
+    _, C, h, w = y.shape
+    x = torch.empty((batch, C, 2 * h, 2 * w), dtype=y.dtype, device=y.device, memory_format=_layout())
+    x.view(batch, C, h, 2, w, 2).copy_(y.view(2, 2, batch, C, h, w).permute(2, 3, 4, 0, 5, 1))
+    return x
+
+
+class _ToPhases(torch.autograd.Function):
+    """Space-to-batch in one copy, in the cell's layout both ways (a reshape-permute-reshape would copy
+    twice and hand autograd a channels-first gradient, which makes every later kernel change layout)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.batch = x.shape[0]
+        return _space_to_batch(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _FromPhases.apply(g, ctx.batch), None
+
+
+class _FromPhases(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y, batch):
+        return _batch_to_space(y, batch)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _ToPhases.apply(g), None
+
+
 def to_phases(x: torch.Tensor) -> torch.Tensor:
     """Space-to-batch: (B, C, H, W) with even H, W -> (4B, C, H/2, W/2), phase (i, j) = x[..., i::2, j::2]
     in batch block 2i + j."""
-    B, C, H, W = x.shape
-    y = x.reshape(B, C, H // 2, 2, W // 2, 2).permute(3, 5, 0, 1, 2, 4).reshape(4 * B, C, H // 2, W // 2)
-    return y.contiguous(memory_format=torch.channels_last) if OPTIONS["channels_last"] else y
+    return _ToPhases.apply(x)
 
 
 def from_phases(y: torch.Tensor, batch: int) -> torch.Tensor:
     """Batch-to-space, the inverse of :func:`to_phases`."""
-    _, C, h, w = y.shape
-    x = y.reshape(2, 2, batch, C, h, w).permute(2, 3, 4, 0, 5, 1).reshape(batch, C, 2 * h, 2 * w)
-    return x.contiguous(memory_format=torch.channels_last) if OPTIONS["channels_last"] else x
+    return _FromPhases.apply(y, batch)
+
+
+class _Phase(torch.autograd.Function):
+    """``x[:, :, i::2, j::2]`` as a compact tensor in the cell's layout; the gradient too (autograd's own
+    slice backward would return a channels-first gradient)."""
+
+    @staticmethod
+    def forward(ctx, x, i, j):
+        ctx.shape, ctx.ij = x.shape, (i, j)
+        return x[:, :, i::2, j::2].contiguous(memory_format=_layout())
+
+    @staticmethod
+    def backward(ctx, g):
+        i, j = ctx.ij
+        gx = torch.empty(ctx.shape, dtype=g.dtype, device=g.device, memory_format=_layout()).zero_()
+        gx[:, :, i::2, j::2] = g
+        return gx, None, None
+
+
+def phase(x: torch.Tensor, i: int, j: int) -> torch.Tensor:
+    """Phase ``(i, j)`` of ``x``: what a stride-2 op with a 1x1 footprint per output pixel reads."""
+    return _Phase.apply(x, i, j)
+
+
+class _ConcatChannels(torch.autograd.Function):
+    """``torch.cat(states, 1)`` whose gradients come back compact in the cell's layout (``cat``'s own
+    backward hands each input a strided channel slice of the gradient)."""
+
+    @staticmethod
+    def forward(ctx, *states):
+        ctx.sizes = [s.shape[1] for s in states]
+        return torch.cat(states, dim=1)
+
+    @staticmethod
+    def backward(ctx, g):
+        return tuple(part.contiguous(memory_format=_layout()) for part in g.split(ctx.sizes, dim=1))
 
 
 def _phase_eligible(op: "DilConv", h: torch.Tensor) -> bool:
@@ -173,10 +252,15 @@ def sep_conv(op: SepConv, r: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return batch_norm(bn2, pointwise(depthwise(t, dw2), pw2), w)
 
 
-def dil_conv(op: DilConv, r: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``w * op(x)`` for a DilConv, given ``r = relu(x)``."""
+def dil_conv(op: DilConv, src: "_Shared", w: torch.Tensor) -> torch.Tensor:
+    """``w * op(x)`` for a DilConv outside phase space (strided, or odd-sized input)."""
     _, dw, pw, bn = op.op
-    return batch_norm(bn, pointwise(depthwise(r, dw), pw), w)
+    if _reads_even_phase(dw):
+        k = dw.kernel_size[0]
+        y = F.conv2d(src.phase(0, 0), dw.weight, None, 1, (k - 1) // 2, 1, dw.groups)
+    else:
+        y = depthwise(src.relu, dw)
+    return batch_norm(bn, pointwise(y, pw), w)
 
 
 def dil_conv_in_phases(op: DilConv, phases: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -190,13 +274,16 @@ def dil_conv_in_phases(op: DilConv, phases: torch.Tensor, w: torch.Tensor) -> to
     return batch_norm(bn, pointwise(y, pw), w)
 
 
-def factorized_reduce(op: FactorizedReduce, r: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``w * op(x)`` for the skip of a reduction edge, given ``r = relu(x)``."""
-    shifted = r[:, :, 1:, 1:]
+def factorized_reduce(op: FactorizedReduce, src: "_Shared", w: torch.Tensor) -> torch.Tensor:
+    """``w * op(x)`` for the skip of a reduction edge. Its two stride-2 1x1 convs read phases (0, 0) and
+    (1, 1) of ``relu(x)`` (shared by the source; odd sizes shift and pad as the module does)."""
+    r = src.relu
+    a = F.conv2d(src.phase(0, 0), op.conv_1.weight, op.conv_1.bias)
     if r.shape[-1] % 2 or r.shape[-2] % 2:
-        shifted = F.pad(shifted, (0, 1, 0, 1))
-    z = torch.cat([pointwise(r, op.conv_1), pointwise(shifted, op.conv_2)], dim=1)
-    return batch_norm(op.bn, z, w)
+        b = pointwise(F.pad(r[:, :, 1:, 1:], (0, 1, 0, 1)), op.conv_2)
+    else:
+        b = F.conv2d(src.phase(1, 1), op.conv_2.weight, op.conv_2.bias)
+    return batch_norm(op.bn, _ConcatChannels.apply(a, b), w)
 
 
 def pool_bn(op: nn.Sequential, pooled: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -228,49 +315,64 @@ def _pool_key(pool: nn.Module) -> Tuple:
             getattr(pool, "count_include_pad", None), getattr(pool, "ceil_mode", None))
 
 
-def _source_contributions(cell, src: int, h: torch.Tensor, edges: Sequence[int], weights: torch.Tensor,
+class _Shared:
+    """What every edge leaving one source node can share, computed on first use: ``relu(h)``, its four
+    phases stacked along the batch, single phases of it (stride-2 ops), and each kind of pool of ``h``."""
+
+    def __init__(self, h: torch.Tensor):
+        self.h = h
+        self._cache: Dict[Tuple, torch.Tensor] = {}
+
+    def _get(self, key: Tuple, make) -> torch.Tensor:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    @property
+    def relu(self) -> torch.Tensor:
+        return self._get(("relu",), lambda: F.relu(self.h))
+
+    @property
+    def phases(self) -> torch.Tensor:
+        return self._get(("phases",), lambda: to_phases(self.relu))
+
+    def phase(self, i: int, j: int) -> torch.Tensor:
+        return self._get(("phase", i, j), lambda: phase(self.relu, i, j))
+
+    def pooled(self, pool: nn.Module) -> torch.Tensor:
+        return self._get(("pool",) + _pool_key(pool), lambda: pool(self.h))
+
+
+def _source_contributions(cell, h: torch.Tensor, edges: Sequence[int], weights: torch.Tensor,
                           noise: Optional[torch.Tensor]) -> Dict[int, torch.Tensor]:
-    """``{e: sum_k w[e, k] * op_ek(h)}`` for every edge ``e`` leaving source ``src`` (input ``h``)."""
+    """``{e: sum_k w[e, k] * op_ek(h)}`` for every edge ``e`` leaving the source whose value is ``h``."""
     out: Dict[int, List[torch.Tensor]] = {e: [] for e in edges}
     in_phases: Dict[int, List[torch.Tensor]] = {e: [] for e in edges}  # dilated ops, summed in phase space
-    r: Optional[torch.Tensor] = None
-    phases: Optional[torch.Tensor] = None
-    pooled: Dict[Tuple, torch.Tensor] = {}
-    n_ops = len(cell.edges[edges[0]].ops)
-    for k in range(n_ops):
+    src = _Shared(h)
+    for k in range(len(cell.edges[edges[0]].ops)):
         ops = [cell.edges[e].ops[k] for e in edges]
         kind = _kind(ops[0])
         if kind == "zero":
             continue  # w * 0 adds nothing, and its weight gets a zero gradient either way
-        if kind in ("sep", "dil", "factorized_reduce") and r is None:
-            r = F.relu(h)
         if kind == "pool":
-            key = _pool_key(ops[0][0])
-            if key not in pooled:
-                pooled[key] = ops[0][0](h)
-            shared = shared_batch_norm([op[1] for op in ops], pooled[key])
+            pooled = src.pooled(ops[0][0])
+            shared = shared_batch_norm([op[1] for op in ops], pooled)
             for e, op in zip(edges, ops):
-                if shared is None:
-                    out[e].append(pool_bn(op, pooled[key], weights[e, k]))
-                else:
-                    out[e].append(weights[e, k] * shared)
+                out[e].append(pool_bn(op, pooled, weights[e, k]) if shared is None else weights[e, k] * shared)
             continue
         for e, op in zip(edges, ops):
             w = weights[e, k]
             if kind == "identity":
-                y = h if noise is None else h + noise[e]
-                out[e].append(w * y)
+                out[e].append(w * (h if noise is None else h + noise[e]))
             elif kind == "factorized_reduce":
-                y = factorized_reduce(op, r, w)
+                y = factorized_reduce(op, src, w)
                 out[e].append(y if noise is None else y + w * noise[e])
             elif kind == "sep":
-                out[e].append(sep_conv(op, r, w))
+                out[e].append(sep_conv(op, src.relu, w))
             elif kind == "dil" and _phase_eligible(op, h):
-                if phases is None:
-                    phases = to_phases(r)
-                in_phases[e].append(dil_conv_in_phases(op, phases, w))
+                in_phases[e].append(dil_conv_in_phases(op, src.phases, w))
             elif kind == "dil":
-                out[e].append(dil_conv(op, r, w))
+                out[e].append(dil_conv(op, src, w))
             else:
                 out[e].append(w * op(h))
     for e, terms in in_phases.items():
@@ -322,6 +424,6 @@ def _cell_body(cell, states: List[torch.Tensor], weights: torch.Tensor,
         edges = [e for e, (_, s) in enumerate(rows) if s == src]
         if not edges:
             continue
-        for e, y in _source_contributions(cell, src, states[src], edges, weights, noise).items():
+        for e, y in _source_contributions(cell, states[src], edges, weights, noise).items():
             pending[rows[e][0]].append(y)
-    return torch.cat(states[-cell.multiplier:], dim=1)
+    return _ConcatChannels.apply(*states[-cell.multiplier:])
