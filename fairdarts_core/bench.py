@@ -65,7 +65,7 @@ class BenchSpec:
     channels_last: bool = True     # the fast path's layout (the reference path keeps NCHW)
     bf16: bool = False             # bf16 autocast for the weight step only (alpha's step stays fp32)
     compile: bool = False          # torch.compile both models
-    recompute: bool = False        # the fast path's OPTIONS["recompute"] (checkpointed cells)
+    recompute: str = "first_stage"  # the fast path's OPTIONS["recompute"]: none, first_stage or all
     threads: Optional[int] = None  # torch intra-op threads; None: torch's default
     seed: int = 0
 
@@ -335,9 +335,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=True,
                    help="run the fast path in the channels_last layout (default: on)")
-    p.add_argument("--recompute", action=argparse.BooleanOptionalAction, default=None,
-                   help="recompute each cell's mixed edges in the backward pass (fast path; default: "
-                        "fast.OPTIONS['recompute'])")
+    p.add_argument("--recompute", choices=fast.RECOMPUTE, default=None,
+                   help="which cells of the fast path recompute their mixed edges in the backward pass "
+                        "(default: fast.OPTIONS['recompute'], first_stage)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the weight step")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")

@@ -35,7 +35,8 @@ and tests can turn each idea on or off.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+import weakref
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -48,13 +49,64 @@ from .ops import DilConv, FactorizedReduce, Identity, SepConv, Zero
 OPTIONS: Dict[str, bool] = {
     "channels_last": True,       # run the cell in the channels_last memory layout
     "dilated_as_phases": True,   # dilation-2 depthwise convs as undilated convs on 2x2 polyphase images
-    "recompute": False,          # keep only each cell's inputs; recompute its mixed edges in the backward
+    "recompute": "first_stage",  # which cells keep only their inputs and recompute their mixed edges
+    "rebuild_cheap": True,       # other cells: drop cheap activations (1x1 conv outputs...), rebuild them
 }
 """Switches for the ideas above (all on by default; the math is the same either way)."""
 
 
 # --- small building blocks ----------------------------------------------------------------------------
-_STATE = {"update_stats": True}  # False while a checkpointed cell is recomputed in the backward pass
+_STATE = {"update_stats": True,  # False while a checkpointed cell is recomputed in the backward pass
+          "rebuilding": False}   # True while a cell runs under the rebuild hooks (OPTIONS["rebuild_cheap"])
+
+
+# --- rebuilding cheap activations in the backward pass ---------------------------------------------------
+class _Rebuild:
+    """Stands in for an activation autograd would keep for the backward pass: how to compute it again from
+    tensors autograd keeps anyway (a 1x1 conv output from the conv's saved input). Built once, on first use
+    in the backward pass, then shared by every node that saved it."""
+
+    __slots__ = ("ref", "make", "value")
+
+    def __init__(self, t: torch.Tensor, make: Callable[[], torch.Tensor]):
+        self.ref, self.make, self.value = weakref.ref(t), make, None
+
+    def get(self) -> torch.Tensor:
+        if self.value is None:
+            self.value = self.make()
+        return self.value
+
+
+_REBUILDS: Dict[int, _Rebuild] = {}  # id(activation) -> its recipe, for the cell being computed
+
+
+def _recipe(x: torch.Tensor) -> Optional[_Rebuild]:
+    r = _REBUILDS.get(id(x))
+    return r if r is not None and r.ref() is x else None  # (the weakref rules out a reused id)
+
+
+def rebuildable(y: torch.Tensor, fn: Callable[..., torch.Tensor], *inputs) -> torch.Tensor:
+    """Mark ``y = fn(*inputs)`` (just computed) as an activation autograd may drop and rebuild: while a
+    cell runs under the rebuild hooks, autograd stores this recipe instead of ``y``. ``fn`` must compute
+    ``y`` bit for bit again. An input that is itself rebuildable is referenced through its recipe, so the
+    recipe does not keep that input alive; other inputs are kept (autograd keeps them anyway)."""
+    if _STATE["rebuilding"]:
+        args = [_recipe(x) or x if isinstance(x, torch.Tensor) else x for x in inputs]
+        _REBUILDS[id(y)] = _Rebuild(y, lambda: fn(*[a.get() if isinstance(a, _Rebuild) else a for a in args]))
+    return y
+
+
+def _pack(t: torch.Tensor):
+    r = _recipe(t)
+    if r is not None:
+        return r
+    # Detached: an op's own output, returned as is, would hold its graph node, which holds it (a reference
+    # cycle that only a backward pass breaks). First-order gradients never need the saved tensor's history.
+    return t.detach()
+
+
+def _unpack(x):
+    return x.get() if isinstance(x, _Rebuild) else x
 
 
 def batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, scale: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -102,7 +154,9 @@ def shared_batch_norm(bns: Sequence[nn.BatchNorm2d], x: torch.Tensor) -> Optiona
     # (A checkpoint's recomputation makes the same call, so autograd saves the same tensors, and blends nothing.)
     mean = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device)
     var = torch.ones_like(mean)
-    y = F.batch_norm(x, mean, var, None, None, True, 1.0, eps.pop())
+    eps = eps.pop()
+    y = rebuildable(F.batch_norm(x, mean, var, None, None, True, 1.0, eps),
+                    lambda z: _batch_stats_norm(z, None, None, eps, 1.0), x)
     if not _STATE["update_stats"]:
         return y
     with torch.no_grad():
@@ -241,14 +295,33 @@ def _phase_eligible(op: "DilConv", h: torch.Tensor) -> bool:
 
 
 def pointwise(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    return F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    """A 1x1 (or any plain) convolution whose output autograd may drop and rebuild from ``x``, which the
+    convolution keeps for its weight gradient anyway."""
+    args = (conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return rebuildable(F.conv2d(x, *args), F.conv2d, x, *args)
+
+
+def _batch_stats_norm(x: torch.Tensor, weight, bias, eps: float, momentum: float) -> torch.Tensor:
+    """Training-mode BN of ``x`` with throwaway running statistics: the forward's own kernel, so a rebuild
+    gives the same bits."""
+    mean = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device)
+    return F.batch_norm(x, mean, torch.ones_like(mean), weight, bias, True, momentum, eps)
+
+
+def relu_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """``relu(bn(x))``. In training mode autograd may drop the result and rebuild it from ``x`` (itself
+    rebuilt from the conv before it): one more pass of BN and ReLU instead of a stored activation."""
+    y = F.relu(batch_norm(bn, x))
+    if bn.training:
+        rebuildable(y, lambda z: F.relu(_batch_stats_norm(z, bn.weight, bn.bias, bn.eps, 0.0)), x)
+    return y
 
 
 # --- the ops of one edge, given what its source shares --------------------------------------------------
 def sep_conv(op: SepConv, r: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``w * op(x)`` for a SepConv, given ``r = relu(x)`` (shared by the source)."""
     _, dw1, pw1, bn1, _, dw2, pw2, bn2 = op.op
-    t = F.relu(batch_norm(bn1, pointwise(depthwise(r, dw1), pw1)))
+    t = relu_batch_norm(bn1, pointwise(depthwise(r, dw1), pw1))
     return batch_norm(bn2, pointwise(depthwise(t, dw2), pw2), w)
 
 
@@ -328,26 +401,29 @@ class _Shared:
             self._cache[key] = make()
         return self._cache[key]
 
+    # Each is cheap to compute again from h, so autograd may drop it and rebuild it in the backward pass.
     @property
     def relu(self) -> torch.Tensor:
-        return self._get(("relu",), lambda: F.relu(self.h))
+        return self._get(("relu",), lambda: rebuildable(F.relu(self.h), F.relu, self.h))
 
     @property
     def phases(self) -> torch.Tensor:
-        return self._get(("phases",), lambda: to_phases(self.relu))
+        return self._get(("phases",), lambda: rebuildable(to_phases(self.relu), _space_to_batch, self.relu))
 
     def phase(self, i: int, j: int) -> torch.Tensor:
         return self._get(("phase", i, j), lambda: phase(self.relu, i, j))
 
     def pooled(self, pool: nn.Module) -> torch.Tensor:
-        return self._get(("pool",) + _pool_key(pool), lambda: pool(self.h))
+        return self._get(("pool",) + _pool_key(pool), lambda: rebuildable(pool(self.h), pool, self.h))
 
 
 def _source_contributions(cell, h: torch.Tensor, edges: Sequence[int], weights: torch.Tensor,
                           noise: Optional[torch.Tensor]) -> Dict[int, torch.Tensor]:
     """``{e: sum_k w[e, k] * op_ek(h)}`` for every edge ``e`` leaving the source whose value is ``h``."""
-    out: Dict[int, List[torch.Tensor]] = {e: [] for e in edges}
-    in_phases: Dict[int, List[torch.Tensor]] = {e: [] for e in edges}  # dilated ops, summed in phase space
+    # Running sums, one per edge (terms in op order, as a list's left fold would add them): only these stay
+    # alive, not every op's output until the source is done.
+    out: Dict[int, torch.Tensor] = {}
+    in_phases: Dict[int, torch.Tensor] = {}  # the dilated ops of each edge, summed in phase space
     src = _Shared(h)
     for k in range(len(cell.edges[edges[0]].ops)):
         ops = [cell.edges[e].ops[k] for e in edges]
@@ -358,34 +434,43 @@ def _source_contributions(cell, h: torch.Tensor, edges: Sequence[int], weights: 
             pooled = src.pooled(ops[0][0])
             shared = shared_batch_norm([op[1] for op in ops], pooled)
             for e, op in zip(edges, ops):
-                out[e].append(pool_bn(op, pooled, weights[e, k]) if shared is None else weights[e, k] * shared)
+                _add(out, e, pool_bn(op, pooled, weights[e, k]) if shared is None else weights[e, k] * shared)
             continue
         for e, op in zip(edges, ops):
             w = weights[e, k]
             if kind == "identity":
-                out[e].append(w * (h if noise is None else h + noise[e]))
+                _add(out, e, w * (h if noise is None else h + noise[e]))
             elif kind == "factorized_reduce":
                 y = factorized_reduce(op, src, w)
-                out[e].append(y if noise is None else y + w * noise[e])
+                _add(out, e, y if noise is None else y + w * noise[e])
             elif kind == "sep":
-                out[e].append(sep_conv(op, src.relu, w))
+                _add(out, e, sep_conv(op, src.relu, w))
             elif kind == "dil" and _phase_eligible(op, h):
-                in_phases[e].append(dil_conv_in_phases(op, src.phases, w))
+                _add(in_phases, e, dil_conv_in_phases(op, src.phases, w))
             elif kind == "dil":
-                out[e].append(dil_conv(op, src, w))
+                _add(out, e, dil_conv(op, src, w))
             else:
-                out[e].append(w * op(h))
-    for e, terms in in_phases.items():
-        if terms:
-            out[e].append(from_phases(_sum(terms), h.shape[0]))
-    return {e: _sum(terms) for e, terms in out.items()}
+                _add(out, e, w * op(h))
+    for e, total in in_phases.items():
+        _add(out, e, from_phases(total, h.shape[0]))
+    return out
 
 
-def _sum(terms: List[torch.Tensor]) -> torch.Tensor:
-    total = terms[0]
-    for t in terms[1:]:
-        total = total + t
-    return total
+def _add(totals: Dict[int, torch.Tensor], key: int, term: torch.Tensor) -> None:
+    """``totals[key] += term`` out of place (autograd), starting from the first term itself."""
+    totals[key] = term if key not in totals else totals[key] + term
+
+
+RECOMPUTE = ("none", "first_stage", "all")
+"""Values of ``OPTIONS["recompute"]``: no cell, the normal cells before the first reduction (full
+resolution: they hold the largest activations), every cell."""
+
+
+def _recomputes(cell) -> bool:
+    mode = OPTIONS["recompute"]
+    if mode not in RECOMPUTE:
+        raise ValueError(f"fast.OPTIONS['recompute'] = {mode!r}; choose one of {', '.join(RECOMPUTE)}")
+    return mode == "all" or (mode == "first_stage" and not cell.reduction and getattr(cell, "stage", 0) == 0)
 
 
 def fast_cell_forward(cell, states: List[torch.Tensor], weights: torch.Tensor,
@@ -395,7 +480,16 @@ def fast_cell_forward(cell, states: List[torch.Tensor], weights: torch.Tensor,
     formulation's value, computed source by source (each node's outgoing edges together)."""
     if OPTIONS["channels_last"]:
         states = [s.contiguous(memory_format=torch.channels_last) for s in states]
-    if OPTIONS["recompute"] and torch.is_grad_enabled():
+    checkpointed = _recomputes(cell)
+    if OPTIONS["rebuild_cheap"] and torch.is_grad_enabled() and not checkpointed:
+        _STATE["rebuilding"] = True
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(_pack, _unpack):
+                return _cell_body(cell, states, weights, noise)
+        finally:
+            _STATE["rebuilding"] = False
+            _REBUILDS.clear()
+    if checkpointed and torch.is_grad_enabled():
         calls = [0]
 
         def body(s0, s1, w, *nz):
@@ -416,14 +510,14 @@ def fast_cell_forward(cell, states: List[torch.Tensor], weights: torch.Tensor,
 def _cell_body(cell, states: List[torch.Tensor], weights: torch.Tensor,
                noise: Optional[torch.Tensor]) -> torch.Tensor:
     rows = edge_index(cell.steps)
-    pending: Dict[int, List[torch.Tensor]] = {to: [] for to in range(2, cell.steps + 2)}
+    pending: Dict[int, torch.Tensor] = {}  # running sum of each node's incoming edges, in source order
     states = list(states)
     for src in range(cell.steps + 2):
         if src >= 2:
-            states.append(_sum(pending.pop(src)))
+            states.append(pending.pop(src))
         edges = [e for e, (_, s) in enumerate(rows) if s == src]
         if not edges:
             continue
         for e, y in _source_contributions(cell, states[src], edges, weights, noise).items():
-            pending[rows[e][0]].append(y)
+            _add(pending, rows[e][0], y)
     return _ConcatChannels.apply(*states[-cell.multiplier:])

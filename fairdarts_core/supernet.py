@@ -75,6 +75,7 @@ class SearchCell(nn.Module):
                  reduction: bool, reduction_prev: bool, primitives: Sequence[str], path: str = "reference"):
         super().__init__()
         self.steps, self.multiplier, self.reduction, self.path = steps, multiplier, reduction, path
+        self.stage = 0  # reduction cells before this one (set by Supernet); 0: the full-resolution stage
         # If the previous cell reduced, s0 is at twice the resolution of s1: reduce it too.
         self.preprocess0 = (FactorizedReduce(C_prev_prev, C, affine=False) if reduction_prev
                             else ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False))
@@ -132,6 +133,7 @@ class Supernet(nn.Module):
                 C_curr *= 2
             self.cells.append(SearchCell(cfg.steps, cfg.multiplier, C_prev_prev, C_prev, C_curr,
                                          reduction, reduction_prev, cfg.primitives, cfg.path))
+            self.cells[-1].stage = sum(c.reduction for c in self.cells[:-1])
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, cfg.multiplier * C_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)

@@ -217,7 +217,7 @@ def test_phase_space_round_trip():
 @pytest.mark.parametrize("dtype,noise", [(torch.float64, 0.0), (torch.float64, 0.7), (torch.float32, 0.7)])
 def test_recompute_same_outputs_gradients_and_running_stats(op_set, relaxation, dtype, noise, monkeypatch):
     """Checkpointed cells: same output, weight and alpha gradients, and BN buffers updated exactly once."""
-    monkeypatch.setitem(fast.OPTIONS, "recompute", True)
+    monkeypatch.setitem(fast.OPTIONS, "recompute", "all")
     ref, fst = twin_models(relaxation, op_set, dtype, noise)
     x, y = data(dtype) if dtype == torch.float64 else data(dtype, batch=3, res=10)
     o_ref, g_ref, b_ref = forward_backward(ref, x, y)
@@ -236,7 +236,7 @@ def test_recompute_same_outputs_gradients_and_running_stats(op_set, relaxation, 
 def test_recompute_alpha_only_gradient_and_eval_mode(monkeypatch):
     """autograd.grad w.r.t. alpha alone (the engine's arch step) through checkpointed cells; eval mode and
     no_grad run without a checkpoint."""
-    monkeypatch.setitem(fast.OPTIONS, "recompute", True)
+    monkeypatch.setitem(fast.OPTIONS, "recompute", "all")
     ref, fst = twin_models("sigmoid", "fair_darts", torch.float64, noise=0.5)
     x, y = data()
     for m in (ref, fst):
@@ -251,7 +251,7 @@ def test_recompute_alpha_only_gradient_and_eval_mode(monkeypatch):
 
 @pytest.mark.parametrize("relaxation,op_set", [("sigmoid", "fair_darts"), ("softmax", "darts")])
 def test_recompute_three_bilevel_steps(relaxation, op_set, monkeypatch):
-    monkeypatch.setitem(fast.OPTIONS, "recompute", True)
+    monkeypatch.setitem(fast.OPTIONS, "recompute", "all")
     ref, fst = twin_models(relaxation, op_set, torch.float64, alpha_init_std=1e-3, layers=3, noise=0.3)
     x, y = data()
     torch.manual_seed(11)
@@ -282,3 +282,53 @@ def test_bench_reference_step_is_the_same_update_as_the_engine_step():
         out[path] = [p.detach().clone() for p in model.parameters()]
     for a, b in zip(out["fast"], out["reference"]):
         assert_same(a, b, 1e-9, "parameter after two benchmark steps")
+
+
+# --- memory options change no bit (fast.OPTIONS["recompute"], fast.OPTIONS["rebuild_cheap"]) ----------------
+MEMORY_OPTIONS = [("none", False), ("none", True), ("first_stage", True), ("first_stage", False), ("all", True)]
+
+
+@pytest.mark.parametrize("relaxation,op_set", [("sigmoid", "fair_darts"), ("softmax", "darts")])
+def test_memory_options_give_bit_identical_steps(relaxation, op_set, monkeypatch):
+    """Recomputing cells and rebuilding dropped activations recompute the very same numbers (same kernels,
+    same inputs), so three float32 bi-level steps end bit for bit equal under every setting: a recorded
+    search re-runs identically whatever memory setting it runs with."""
+    x, y = data(torch.float32, batch=4, res=8)
+    results = []
+    for recompute, rebuild in MEMORY_OPTIONS:
+        monkeypatch.setitem(fast.OPTIONS, "recompute", recompute)
+        monkeypatch.setitem(fast.OPTIONS, "rebuild_cheap", rebuild)
+        _, fst = twin_models(relaxation, op_set, torch.float32, alpha_init_std=1e-3, noise=0.3)
+        torch.manual_seed(11)
+        alphas, weights = three_steps(fst, x, y)
+        results.append((alphas + weights, [b.clone() for b in fst.buffers()]))
+    (params0, buffers0), rest = results[0], results[1:]
+    for (recompute, rebuild), (params, buffers) in zip(MEMORY_OPTIONS[1:], rest):
+        assert all(torch.equal(a, b) for a, b in zip(params, params0)), (recompute, rebuild)
+        assert all(torch.equal(a, b) for a, b in zip(buffers, buffers0)), (recompute, rebuild)
+
+
+def test_rebuild_drops_the_cheap_activations(monkeypatch):
+    """Under the rebuild hooks autograd stores recipes, not tensors, for every 1x1 conv output, the inner
+    ReLU of every SepConv and the shared per-source tensors; the backward pass rebuilds each once."""
+    monkeypatch.setitem(fast.OPTIONS, "recompute", "none")
+    _, fst = twin_models("sigmoid", "fair_darts", torch.float32)
+    x, y = data(torch.float32, batch=4, res=8)
+    packed, built = [], []
+    pack, build = fast._pack, fast._Rebuild.get
+
+    def counting_pack(t):
+        packed.append(pack(t))
+        return packed[-1]
+
+    def counting_get(self):
+        built.append(self.value is None)
+        return build(self)
+
+    monkeypatch.setattr(fast, "_pack", counting_pack)
+    monkeypatch.setattr(fast._Rebuild, "get", counting_get)
+    torch.autograd.grad(F.cross_entropy(fst(x), y), fst.weights())
+    recipes = {id(r) for r in packed if isinstance(r, fast._Rebuild)}
+    sep_convs = sum(isinstance(op, fast.SepConv) for cell in fst.cells for edge in cell.edges for op in edge.ops)
+    assert len(recipes) >= 3 * sep_convs  # two 1x1 outputs and one inner ReLU per SepConv, at least
+    assert sum(built) == len(recipes)  # each recipe computed once, however many nodes saved it
