@@ -66,6 +66,7 @@ class BenchSpec:
     bf16: bool = False             # bf16 autocast for the weight step only (alpha's step stays fp32)
     compile: bool = False          # torch.compile both models
     recompute: str = "first_stage"  # the fast path's OPTIONS["recompute"]: none, first_stage or all
+    rebuild: bool = True           # the fast path's OPTIONS["rebuild_cheap"]
     threads: Optional[int] = None  # torch intra-op threads; None: torch's default
     seed: int = 0
 
@@ -220,6 +221,7 @@ def _apply_options(spec: BenchSpec) -> None:
     """The fast path's switches from the spec (the reference path reads none of them)."""
     fast.OPTIONS["channels_last"] = spec.channels_last
     fast.OPTIONS["recompute"] = spec.recompute
+    fast.OPTIONS["rebuild_cheap"] = spec.rebuild
 
 
 def _apply_threads(spec: BenchSpec) -> None:
@@ -240,7 +242,7 @@ def search_step_report(spec: BenchSpec, repeat: int = 3, warmup: int = 1, memory
                       reference_baseline_mb=mem["reference"]["baseline_mb"],
                       fast_baseline_mb=mem["fast"]["baseline_mb"], memory_method=mem["fast"]["method"])
     report.update(shape={k: getattr(spec, k) for k in ("batch", "channels", "layers", "resolution", "in_channels")},
-                  options={k: getattr(spec, k) for k in ("device", "channels_last", "recompute", "bf16", "compile")},
+                  options={k: getattr(spec, k) for k in ("device", "channels_last", "recompute", "rebuild", "bf16", "compile")},
                   threads=torch.get_num_threads(), repeat=repeat, warmup=warmup,
                   reference_all_ms=[round(t, 1) for t in times["reference"]],
                   fast_all_ms=[round(t, 1) for t in times["fast"]],
@@ -278,7 +280,7 @@ def search_epoch_report(spec: BenchSpec, train_size: int = 25000, steps: Optiona
             "epoch_s": round(epoch_s, 1), "extrapolated": n < per_epoch,
             "fifty_epochs_h": round(50 * epoch_s / 3600, 2),
             "shape": {k: getattr(spec, k) for k in ("batch", "channels", "layers", "resolution", "in_channels")},
-            "options": {k: getattr(spec, k) for k in ("device", "channels_last", "recompute", "bf16", "compile")},
+            "options": {k: getattr(spec, k) for k in ("device", "channels_last", "recompute", "rebuild", "bf16", "compile")},
             "threads": torch.get_num_threads(),
             "machine": _machine(spec)}
 
@@ -338,6 +340,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recompute", choices=fast.RECOMPUTE, default=None,
                    help="which cells of the fast path recompute their mixed edges in the backward pass "
                         "(default: fast.OPTIONS['recompute'], first_stage)")
+    p.add_argument("--rebuild", action=argparse.BooleanOptionalAction, default=True,
+                   help="the fast path drops activations that are cheap to recompute and rebuilds them in the "
+                        "backward pass (default: on)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the weight step")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -361,7 +366,8 @@ def run(args: argparse.Namespace) -> int:
     spec = BenchSpec(batch=args.batch, channels=args.channels, layers=args.layers, resolution=args.resolution,
                      in_channels=args.in_channels, device=device, channels_last=args.channels_last,
                      bf16=args.bf16, compile=args.compile, threads=args.threads,
-                     recompute=fast.OPTIONS["recompute"] if args.recompute is None else args.recompute)
+                     recompute=fast.OPTIONS["recompute"] if args.recompute is None else args.recompute,
+                     rebuild=args.rebuild)
     if args.what == "search-epoch":
         if args.steps is not None and args.steps < 1:
             raise ValueError("--steps must be at least 1")

@@ -20,18 +20,39 @@ ones, for which oneDNN has no fast kernel, and by pools/BN in the NCHW layout. W
   conv and the BN after it treat every pixel alike, so a whole ``dil_conv`` runs in phase space: each
   source splits its ReLU output into phases once, and each edge interleaves the sum of its dilated ops
   back once (even-sized inputs; odd ones split and interleave per op).
-* **channels_last** memory layout (optional, on by default): pools, BN and convolutions all run faster.
-* The ``none`` op contributes exactly zero: it is skipped.
+* **channels_last** memory layout (optional, on by default): pools, BN and convolutions all run faster,
+  as long as the *gradients* are channels_last too. A gradient in another layout makes every kernel that
+  meets it convert or take a slow path (mixing layouts made BN's backward 3-4x slower), so every
+  reshaping step here has its own backward that returns a compact channels_last gradient: the phase
+  split and interleave (one copy each way), the single phases that stride-2 ops read, and the cell's
+  output concatenation (``cat``'s own backward hands out strided channel slices).
+* The ``none`` op contributes exactly zero: it is skipped. Each edge and node keeps one running sum.
 
-* **Recomputation** (optional, ``OPTIONS["recompute"]``): the mixed edges of a cell run under
-  ``torch.utils.checkpoint`` (non-reentrant), so autograd keeps only the cell's two preprocessed inputs
-  and recomputes the cell's activations in the backward pass, one cell at a time. The recomputation
-  uses the same batch statistics and the same skip noise (drawn before the checkpoint) and does not
-  update the BN running statistics a second time, so the function, its gradients and the buffers are
-  the same as without it. It trades one more forward pass of the cells for memory.
+Memory (``OPTIONS["recompute"]``, ``OPTIONS["rebuild_cheap"]``); neither changes a single bit of the
+results (the same kernels run on the same inputs; ``tests/test_fast.py`` checks three whole steps for
+bitwise equality):
 
-Options live in :data:`OPTIONS` (``channels_last``, ``dilated_as_phases``, ``recompute``) so benchmarks
-and tests can turn each idea on or off.
+* **Recomputation** of whole cells: the mixed edges of a cell run under ``torch.utils.checkpoint``
+  (non-reentrant), so autograd keeps only the cell's two preprocessed inputs and recomputes the cell's
+  activations in the backward pass, one cell at a time. The recomputation uses the same batch
+  statistics and the same skip noise (drawn before the checkpoint) and does not update the BN running
+  statistics a second time. It costs one more forward pass of the cell, so by default
+  (``"first_stage"``) only the normal cells before the first reduction, at full resolution, are
+  recomputed: they hold the largest activations. ``"all"`` recomputes every cell, ``"none"`` none.
+* **Rebuilding cheap activations** (the other cells): under :func:`torch.autograd.graph.saved_tensors_hooks`
+  autograd stores a recipe instead of a tensor for activations that are cheap to compute again from
+  tensors it keeps anyway: every 1x1 convolution's output (from the convolution's input, which its
+  weight gradient needs), the ReLU inside every SepConv (BN + ReLU of the rebuilt 1x1 output), and the
+  per-source ReLU, phases, pools and pool BN. The backward pass rebuilds each once; the expensive
+  depthwise convolution outputs are kept. (The hooks do not support double backward; nothing here
+  uses it: the second-order step takes finite differences.)
+
+Both apply only to cells whose input has at least ``OPTIONS["memory_min_elements"]`` elements (batch x
+channels x height x width; 2**19 by default, e.g. the paper shape's cells up to the second reduction): for
+small activations memory is no concern, and the extra work is mostly per-call overhead.
+
+Options live in :data:`OPTIONS` (``channels_last``, ``dilated_as_phases``, ``recompute``,
+``rebuild_cheap``, ``memory_min_elements``) so benchmarks and tests can turn each idea on or off.
 """
 from __future__ import annotations
 
@@ -51,6 +72,7 @@ OPTIONS: Dict[str, bool] = {
     "dilated_as_phases": True,   # dilation-2 depthwise convs as undilated convs on 2x2 polyphase images
     "recompute": "first_stage",  # which cells keep only their inputs and recompute their mixed edges
     "rebuild_cheap": True,       # other cells: drop cheap activations (1x1 conv outputs...), rebuild them
+    "memory_min_elements": 2 ** 19,  # cells with smaller inputs (batch x C x H x W) use neither of the two
 }
 """Switches for the ideas above (all on by default; the math is the same either way)."""
 
@@ -480,8 +502,11 @@ def fast_cell_forward(cell, states: List[torch.Tensor], weights: torch.Tensor,
     formulation's value, computed source by source (each node's outgoing edges together)."""
     if OPTIONS["channels_last"]:
         states = [s.contiguous(memory_format=torch.channels_last) for s in states]
-    checkpointed = _recomputes(cell)
-    if OPTIONS["rebuild_cheap"] and torch.is_grad_enabled() and not checkpointed:
+    # Small activations: memory is no concern and the extra work is mostly per-call overhead (both options
+    # together cost ~40% of a step at the cpu preset's shape), so they run as they are.
+    large = states[1].numel() >= OPTIONS["memory_min_elements"]
+    checkpointed = large and _recomputes(cell)
+    if large and OPTIONS["rebuild_cheap"] and torch.is_grad_enabled() and not checkpointed:
         _STATE["rebuilding"] = True
         try:
             with torch.autograd.graph.saved_tensors_hooks(_pack, _unpack):

@@ -218,6 +218,7 @@ def test_phase_space_round_trip():
 def test_recompute_same_outputs_gradients_and_running_stats(op_set, relaxation, dtype, noise, monkeypatch):
     """Checkpointed cells: same output, weight and alpha gradients, and BN buffers updated exactly once."""
     monkeypatch.setitem(fast.OPTIONS, "recompute", "all")
+    monkeypatch.setitem(fast.OPTIONS, "memory_min_elements", 0)
     ref, fst = twin_models(relaxation, op_set, dtype, noise)
     x, y = data(dtype) if dtype == torch.float64 else data(dtype, batch=3, res=10)
     o_ref, g_ref, b_ref = forward_backward(ref, x, y)
@@ -237,6 +238,7 @@ def test_recompute_alpha_only_gradient_and_eval_mode(monkeypatch):
     """autograd.grad w.r.t. alpha alone (the engine's arch step) through checkpointed cells; eval mode and
     no_grad run without a checkpoint."""
     monkeypatch.setitem(fast.OPTIONS, "recompute", "all")
+    monkeypatch.setitem(fast.OPTIONS, "memory_min_elements", 0)
     ref, fst = twin_models("sigmoid", "fair_darts", torch.float64, noise=0.5)
     x, y = data()
     for m in (ref, fst):
@@ -252,6 +254,7 @@ def test_recompute_alpha_only_gradient_and_eval_mode(monkeypatch):
 @pytest.mark.parametrize("relaxation,op_set", [("sigmoid", "fair_darts"), ("softmax", "darts")])
 def test_recompute_three_bilevel_steps(relaxation, op_set, monkeypatch):
     monkeypatch.setitem(fast.OPTIONS, "recompute", "all")
+    monkeypatch.setitem(fast.OPTIONS, "memory_min_elements", 0)
     ref, fst = twin_models(relaxation, op_set, torch.float64, alpha_init_std=1e-3, layers=3, noise=0.3)
     x, y = data()
     torch.manual_seed(11)
@@ -294,6 +297,7 @@ def test_memory_options_give_bit_identical_steps(relaxation, op_set, monkeypatch
     same inputs), so three float32 bi-level steps end bit for bit equal under every setting: a recorded
     search re-runs identically whatever memory setting it runs with."""
     x, y = data(torch.float32, batch=4, res=8)
+    monkeypatch.setitem(fast.OPTIONS, "memory_min_elements", 0)  # the tiny test cells too
     results = []
     for recompute, rebuild in MEMORY_OPTIONS:
         monkeypatch.setitem(fast.OPTIONS, "recompute", recompute)
@@ -312,6 +316,7 @@ def test_rebuild_drops_the_cheap_activations(monkeypatch):
     """Under the rebuild hooks autograd stores recipes, not tensors, for every 1x1 conv output, the inner
     ReLU of every SepConv and the shared per-source tensors; the backward pass rebuilds each once."""
     monkeypatch.setitem(fast.OPTIONS, "recompute", "none")
+    monkeypatch.setitem(fast.OPTIONS, "memory_min_elements", 0)
     _, fst = twin_models("sigmoid", "fair_darts", torch.float32)
     x, y = data(torch.float32, batch=4, res=8)
     packed, built = [], []
@@ -332,3 +337,20 @@ def test_rebuild_drops_the_cheap_activations(monkeypatch):
     sep_convs = sum(isinstance(op, fast.SepConv) for cell in fst.cells for edge in cell.edges for op in edge.ops)
     assert len(recipes) >= 3 * sep_convs  # two 1x1 outputs and one inner ReLU per SepConv, at least
     assert sum(built) == len(recipes)  # each recipe computed once, however many nodes saved it
+
+
+def test_small_cells_skip_the_memory_options(monkeypatch):
+    """Below ``memory_min_elements`` a cell is neither checkpointed nor run under the rebuild hooks."""
+    calls = []
+    monkeypatch.setattr(fast, "checkpoint", lambda *a, **k: calls.append("checkpoint"))
+    monkeypatch.setattr(fast, "_pack", lambda t: calls.append("pack") or t)
+    monkeypatch.setitem(fast.OPTIONS, "recompute", "all")
+    _, fst = twin_models("sigmoid", "fair_darts", torch.float32)
+    x, y = data(torch.float32, batch=4, res=8)
+    monkeypatch.setitem(fast.OPTIONS, "memory_min_elements", 4 * 8 * 8 * 8 + 1)  # above every cell's input
+    fst(x).sum().backward()
+    assert calls == []
+    monkeypatch.setitem(fast.OPTIONS, "memory_min_elements", 4 * 8 * 8 * 8)  # the first reduction cell's
+    monkeypatch.setitem(fast.OPTIONS, "recompute", "none")
+    fst(x).sum().backward()
+    assert "pack" in calls and "checkpoint" not in calls
