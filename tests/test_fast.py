@@ -58,10 +58,23 @@ def assert_same(a, b, tol, what, floor=0.0):
     assert err <= tol, f"{what}: relative error {err:.3g} > {tol}"
 
 
+# The tiny test cells are below the default memory_min_elements: force the memory options on.
+MEMORY_SETTINGS = {
+    "plain": {"recompute": "none", "rebuild_cheap": False},
+    "recompute_all": {"recompute": "all", "memory_min_elements": 0},
+    "rebuild": {"recompute": "none", "rebuild_cheap": True, "memory_min_elements": 0},
+}
+
+
 @pytest.mark.parametrize("op_set", ["fair_darts", "darts"])
 @pytest.mark.parametrize("relaxation", ["sigmoid", "softmax"])
 @pytest.mark.parametrize("dtype,noise", [(torch.float64, 0.0), (torch.float64, 0.7), (torch.float32, 0.7)])
-def test_train_mode_outputs_gradients_and_running_stats(op_set, relaxation, dtype, noise):
+@pytest.mark.parametrize("memory", list(MEMORY_SETTINGS))
+def test_train_mode_outputs_gradients_and_running_stats(op_set, relaxation, dtype, noise, memory, monkeypatch):
+    """Same output, weight and alpha gradients and BN buffers (updated exactly once, also when a
+    checkpointed cell is recomputed), with each memory setting of the fast path."""
+    for key, value in MEMORY_SETTINGS[memory].items():
+        monkeypatch.setitem(fast.OPTIONS, key, value)
     ref, fst = twin_models(relaxation, op_set, dtype, noise)
     # float32: a larger input, so that BN over a handful of values does not amplify rounding past 1e-4
     x, y = data(dtype) if dtype == torch.float64 else data(dtype, batch=3, res=10)
@@ -211,29 +224,28 @@ def test_phase_space_round_trip():
     assert torch.equal(fast.to_phases(x)[3 * 1:3 * 2], x[:, :, 0::2, 1::2])  # phase (0, 1) is block 1
 
 
+@pytest.mark.parametrize("what", ["to_phases", "from_phases", "phase", "concat"])
+def test_reshaping_steps_give_channels_last_gradients(what):
+    """The phase split and interleave, single phases and the cell's concat return the gradient autograd's
+    own ops would (same values), in the channels_last layout (which keeps every later kernel fast)."""
+    cl = torch.channels_last
+    x = torch.randn(4, 3, 6, 4, dtype=torch.float64).contiguous(memory_format=cl).requires_grad_()
+    fns = {"to_phases": (fast.to_phases, lambda t: t.reshape(4, 3, 3, 2, 2, 2).permute(3, 5, 0, 1, 2, 4)
+                         .reshape(16, 3, 3, 2)),
+           "from_phases": (lambda t: fast.from_phases(t, 1), lambda t: t.reshape(2, 2, 1, 3, 6, 4)
+                           .permute(2, 3, 4, 0, 5, 1).reshape(1, 3, 12, 8)),
+           "phase": (lambda t: fast.phase(t, 1, 0), lambda t: t[:, :, 1::2, 0::2]),
+           "concat": (lambda t: fast._ConcatChannels.apply(t, 2 * t), lambda t: torch.cat([t, 2 * t], 1))}
+    fast_fn, plain_fn = fns[what]
+    y = fast_fn(x)
+    assert torch.equal(y, plain_fn(x))
+    g = torch.randn_like(y)
+    (gx,) = torch.autograd.grad(y, x, g)
+    assert torch.equal(gx, torch.autograd.grad(plain_fn(x), x, g)[0])
+    assert gx.is_contiguous(memory_format=cl)
+
+
 # --- recomputation (fast.OPTIONS["recompute"]) -------------------------------------------------------------
-@pytest.mark.parametrize("op_set", ["fair_darts", "darts"])
-@pytest.mark.parametrize("relaxation", ["sigmoid", "softmax"])
-@pytest.mark.parametrize("dtype,noise", [(torch.float64, 0.0), (torch.float64, 0.7), (torch.float32, 0.7)])
-def test_recompute_same_outputs_gradients_and_running_stats(op_set, relaxation, dtype, noise, monkeypatch):
-    """Checkpointed cells: same output, weight and alpha gradients, and BN buffers updated exactly once."""
-    monkeypatch.setitem(fast.OPTIONS, "recompute", "all")
-    monkeypatch.setitem(fast.OPTIONS, "memory_min_elements", 0)
-    ref, fst = twin_models(relaxation, op_set, dtype, noise)
-    x, y = data(dtype) if dtype == torch.float64 else data(dtype, batch=3, res=10)
-    o_ref, g_ref, b_ref = forward_backward(ref, x, y)
-    o_fst, g_fst, b_fst = forward_backward(fst, x, y)
-    tol = TOL[dtype]
-    assert_same(o_fst, o_ref, tol, "output")
-    for i, (a, b) in enumerate(zip(g_fst, g_ref)):
-        assert_same(a, b, tol, f"gradient {i}")
-    for (name, _), a, b in zip(ref.named_buffers(), b_fst, b_ref):
-        if name.endswith("num_batches_tracked"):
-            assert torch.equal(a, b), name  # the recomputation does not count the batch twice
-        else:
-            assert_same(a, b, tol, f"buffer {name}", floor=1.0)
-
-
 def test_recompute_alpha_only_gradient_and_eval_mode(monkeypatch):
     """autograd.grad w.r.t. alpha alone (the engine's arch step) through checkpointed cells; eval mode and
     no_grad run without a checkpoint."""
