@@ -341,9 +341,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recompute", choices=fast.RECOMPUTE, default=None,
                    help="which cells of the fast path recompute their mixed edges in the backward pass "
                         "(default: fast.OPTIONS['recompute'], first_stage)")
-    p.add_argument("--rebuild", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--rebuild", action=argparse.BooleanOptionalAction, default=None,
                    help="the fast path drops activations that are cheap to recompute and rebuilds them in the "
-                        "backward pass (default: on)")
+                        "backward pass (default: fast.OPTIONS['rebuild_cheap'], on)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the weight step")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -368,7 +368,7 @@ def run(args: argparse.Namespace) -> int:
                      in_channels=args.in_channels, device=device, channels_last=args.channels_last,
                      bf16=args.bf16, compile=args.compile, threads=args.threads,
                      recompute=fast.OPTIONS["recompute"] if args.recompute is None else args.recompute,
-                     rebuild=args.rebuild)
+                     rebuild=fast.OPTIONS["rebuild_cheap"] if args.rebuild is None else args.rebuild)
     if args.what == "search-epoch":
         if args.steps is not None and args.steps < 1:
             raise ValueError("--steps must be at least 1")
