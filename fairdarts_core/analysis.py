@@ -126,6 +126,24 @@ def compare_with_published(name: str, measured: Optional[Dict[str, int]] = None)
 # it derives a cell, and it would dominate nothing in the discrete network). Fair DARTS's Figure 1 stacks,
 # epoch by epoch, how many of the 14 edges of the normal cell each op dominates.
 
+CELL_KINDS = ("normal", "reduce")
+
+
+def history_weights(history: Sequence[dict], cell: str = "normal") -> list:
+    """The relaxed weights of ``cell`` recorded at every epoch of a search history (``record["normal_weight"]``
+    or ``record["reduce_weight"]``). Raises ``ValueError`` (not a ``KeyError``) for another cell name or a
+    record without them."""
+    if cell not in CELL_KINDS:
+        raise ValueError(f"cell must be 'normal' or 'reduce', got {cell!r}")
+    key = f"{cell}_weight"
+    out = []
+    for i, record in enumerate(history):
+        if not isinstance(record, dict) or key not in record:
+            raise ValueError(f"history record {i + 1} has no {key!r} (a search history records both cells' weights)")
+        out.append(record[key])
+    return out
+
+
 def dominant_ops(weights, primitives: Sequence[str]) -> List[str]:
     """The dominant op of every edge (row) of a relaxed-weight matrix; ties go to the earlier op."""
     W = np.asarray(weights, dtype=np.float64)
@@ -138,13 +156,10 @@ def dominant_ops(weights, primitives: Sequence[str]) -> List[str]:
 def dominant_op_counts(history: Sequence[dict], primitives: Sequence[str], cell: str = "normal") -> Dict[str, List[int]]:
     """For every op (not ``none``), how many edges of ``cell`` it dominates at each recorded epoch:
     ``{op: [count at epoch 1, count at epoch 2, ...]}`` (the data of a stacked area plot)."""
-    key = f"{cell}_weight"
     ops = [p for p in primitives if p != "none"]
     counts = {op: [] for op in ops}
-    for record in history:
-        if key not in record:
-            raise ValueError(f"a history record has no {key!r} (cell must be 'normal' or 'reduce')")
-        winners = dominant_ops(record[key], primitives)
+    for weights in history_weights(history, cell):
+        winners = dominant_ops(weights, primitives)
         for op in ops:
             counts[op].append(winners.count(op))
     return counts
@@ -175,11 +190,9 @@ def op_weight(weights, primitives: Sequence[str], op: str) -> np.ndarray:
 
 def history_series(history: Sequence[dict], primitives: Sequence[str], cell: str = "normal") -> Dict[str, List[float]]:
     """Per epoch: mean skip weight, skip share, parameter-free share, and the skip count of the derived cell."""
-    key = f"{cell}_weight"
     out: Dict[str, List[float]] = {"epoch": [], "skip_weight": [], "skip_share": [], "parameter_free_share": [],
                                    "skip_count": []}
-    for r in history:
-        W = r[key]
+    for r, W in zip(history, history_weights(history, cell)):
         out["epoch"].append(r.get("epoch", len(out["epoch"]) + 1))
         out["skip_weight"].append(float(op_weight(W, primitives, "skip_connect").mean()) if "skip_connect" in primitives else 0.0)
         out["skip_share"].append(skip_share(W, primitives))

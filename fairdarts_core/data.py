@@ -17,7 +17,9 @@ policy), normalisation, cutout (DeVries & Taylor 2017, applied after normalisati
 from __future__ import annotations
 
 import gzip
+import numbers
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
@@ -49,6 +51,9 @@ DATASETS = {
     "fashion-mnist": DatasetInfo("fashion-mnist", 10, 1, 28, (0.2860,), (0.3530,)),
 }
 
+SPLIT_SIZES = {"cifar10": (50000, 10000), "cifar100": (50000, 10000), "fashion-mnist": (60000, 10000)}
+"""Images in the (training, test) split of each data set, as published."""
+
 SYSTEM_DIRS: List[Path] = [Path("/usr/share/datasets/fashion-mnist")]
 """Where a system package may have put Fashion-MNIST (Debian's ``dataset-fashion-mnist``)."""
 
@@ -61,6 +66,12 @@ def dataset_info(name: str) -> DatasetInfo:
         return DATASETS[name]
     except KeyError:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}") from None
+
+
+def split_size(name: str, train: bool) -> int:
+    """How many images the published training (or test) split of data set ``name`` holds."""
+    dataset_info(name)
+    return SPLIT_SIZES[name][0 if train else 1]
 
 
 def default_data_dir() -> Path:
@@ -76,17 +87,29 @@ def default_data_dir() -> Path:
 
 # --- reading the raw data sets ------------------------------------------------------------------------
 def _read_idx(path: Path) -> np.ndarray:
-    """Read an idx file (the MNIST format: big-endian magic, dims, then raw uint8 data), gzipped or not."""
+    """Read an idx file (the MNIST format: big-endian magic, dims, then raw uint8 data), gzipped or not.
+
+    Every way the file can be damaged (a truncated or corrupt gzip stream, a short header, missing data)
+    is one :class:`DataError` line naming the file."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # gzip: EOFError when truncated, BadGzipFile, zlib.error
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DataError(f"cannot read {path}: {reason} (the file is truncated or corrupt: replace it)") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{path} is not an idx file of unsigned bytes")
     ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path} is truncated: its header announces {ndim} dimensions but the file ends at byte {len(raw)}")
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise DataError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {data.size}")
+    expected = int(np.prod(dims, dtype=object))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=header)
+    if data.size != expected:
+        raise DataError(f"{path} is damaged: its header announces {expected} values, the file holds {data.size} "
+                        f"(truncated or corrupt: replace it)")
     return data.reshape(dims)
 
 
@@ -114,6 +137,9 @@ def load_fashion_mnist(data_dir: Union[str, Path], train: bool) -> Tuple[torch.T
     images, labels = (_read_idx(p) for p in paths)
     if images.ndim != 3 or labels.shape != (images.shape[0],):
         raise DataError(f"Fashion-MNIST files in {paths[0].parent} have unexpected shapes {images.shape}, {labels.shape}")
+    n_classes = DATASETS["fashion-mnist"].num_classes
+    if labels.size and int(labels.max()) >= n_classes:  # a damaged labels file: cross-entropy would fail later
+        raise DataError(f"{paths[1]} holds label {int(labels.max())}; Fashion-MNIST labels are 0..{n_classes - 1}")
     return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 
 
@@ -151,8 +177,9 @@ def balanced_subset(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor
     Classes are interleaved (one image of each class in turn), so any prefix of the result, e.g. the
     weights part of the search split, is class-balanced too.
     """
-    if n > len(labels):
-        raise ValueError(f"a subset of {n} images asked from a split of {len(labels)}")
+    if not 1 <= n <= len(labels):  # a negative n would slice from the end and take almost everything
+        raise ValueError(f"a subset of {n} images asked from a split of {len(labels)}: "
+                         f"a subset holds 1 to {len(labels)} images")
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(labels), generator=g)
     per_class = [perm[labels[perm] == c] for c in torch.unique(labels).tolist()]
@@ -163,6 +190,15 @@ def balanced_subset(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor
     # sort by (rank within class, class): round-robin over the classes
     key = rank[order] * (len(per_class) + 1) + labels[order]
     return order[torch.argsort(key, stable=True)][:n]
+
+
+def search_split(n_images: int, train_portion: float) -> Tuple[int, int]:
+    """``(weights part, architecture part)``: how many of ``n_images`` train the weights and how many the
+    architecture parameters in the search split (DARTS, Sec. 3.1)."""
+    if not 0 < train_portion < 1:
+        raise ValueError(f"train_portion={train_portion!r} is not valid: train_portion must be in (0, 1)")
+    n_weights = int(round(train_portion * n_images))
+    return n_weights, n_images - n_weights
 
 
 def resize(images: torch.Tensor, size: Optional[int]) -> torch.Tensor:
@@ -249,6 +285,8 @@ class TensorLoader:
                  rank: int = 0, world_size: int = 1, device: Union[str, torch.device] = "cpu"):
         if len(images) == 0:
             raise ValueError("empty data set")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r} is not valid: batch_size must be an integer >= 1")
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
@@ -271,10 +309,21 @@ class TensorLoader:
             return torch.arange(n)
         return torch.randperm(n, generator=torch.Generator().manual_seed(_seed(self.seed, epoch, pass_)))
 
+    def _stop(self, n: int) -> int:
+        """How many of an epoch's ``n`` shuffled indices are batched. A training epoch leaves out a last
+        batch of one image: BatchNorm in training mode cannot normalise a single value per channel, which
+        is what one image gives on the auxiliary head's 1x1 map (the crash would come at the end of an
+        epoch, e.g. ``subset=33, batch_size=16``)."""
+        if self.drop_last:
+            return n - n % self.batch_size
+        if self.train and self.batch_size > 1 and n > 1 and n % self.batch_size == 1:
+            return n - 1
+        return n
+
     def __len__(self) -> int:
         n = len(self.images)
         n = -(-n // self.world_size) if self.world_size > 1 else n  # DistributedSampler pads to equal shares
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return -(-self._stop(n) // self.batch_size)
 
     @property
     def num_samples(self) -> int:
@@ -297,7 +346,10 @@ class TensorLoader:
         drawn, pass_ = 0, 0
         while True:
             idx = self._indices(epoch, pass_).to(self.device)
-            stop = len(idx) - len(idx) % self.batch_size if self.drop_last else len(idx)
+            stop = self._stop(len(idx))
+            if stop == 0 and n_batches:  # nothing to draw from: the loop below would never end
+                raise ValueError(f"{n_batches} batches asked from {len(idx)} images with drop_last and batch size "
+                                 f"{self.batch_size}")
             for start in range(0, stop, self.batch_size):
                 if n_batches is not None and drawn == n_batches:
                     return
@@ -321,10 +373,8 @@ def search_loaders(dataset: str, data_dir=None, subset: Optional[int] = None, tr
         idx = balanced_subset(labels, subset, seed)
     else:
         idx = torch.arange(len(labels))
-    if not 0 < train_portion < 1:
-        raise ValueError(f"train_portion must be between 0 and 1, got {train_portion}")
-    split = int(round(train_portion * len(idx)))
-    if split < 1 or split >= len(idx):
+    split, rest = search_split(len(idx), train_portion)
+    if split < 1 or rest < 1:
         raise ValueError(f"train_portion {train_portion} of {len(idx)} images leaves one part empty")
     images = resize(images[idx], image_size)
     labels = labels[idx]

@@ -1,4 +1,5 @@
-"""Discrete cells: the ``Genotype`` value, the three parse rules, isolated-node pruning.
+"""Discrete cells: the ``Genotype`` value, the three parse rules, isolated-node pruning; reading relaxed-weight
+matrices from ``.npy`` files (their op set, their default parse rule).
 
 A cell has two inputs (nodes 0 and 1: the outputs of the two previous cells) and ``steps`` intermediate
 nodes (2 .. steps+1, 4 of them in DARTS). An edge is ``(op, to, from)``: node ``to`` receives
@@ -11,9 +12,10 @@ weights in that row order is what the parse rules read.
 from __future__ import annotations
 
 import json
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -23,7 +25,19 @@ Edge = Tuple[str, int, int]
 """``(op_name, to_node, from_node)``."""
 
 STEPS = 4
+"""Intermediate nodes of a DARTS cell."""
+
+MAX_STEPS = 15
+"""The largest cell a :class:`Genotype` accepts (DARTS has 4 intermediate nodes; 15 is the largest cell
+:func:`steps_for` recognises, 135 edges). A bound, so that a hand-edited ``"steps": 100000000`` is refused
+at once instead of making every loop over the nodes run for hours."""
+
 PARSE_METHODS = ("darts", "threshold_sparse", "threshold_edge")
+
+_short = reprlib.Repr()
+_short.maxlevel, _short.maxstring, _short.maxother, _short.maxlist = 3, 40, 40, 6
+"""repr for user input inside error messages: bounded in length and depth, so a message stays one short line
+whatever was given (a deeply nested or huge entry would otherwise make a huge message, or recurse)."""
 
 
 def edge_index(steps: int = STEPS) -> List[Tuple[int, int]]:
@@ -37,10 +51,10 @@ def num_edges(steps: int = STEPS) -> int:
 
 def steps_for(n_edges: int) -> int:
     """The number of intermediate nodes of a cell with ``n_edges`` mixed edges (14 -> 4)."""
-    for steps in range(1, 16):
+    for steps in range(1, MAX_STEPS + 1):
         if num_edges(steps) == n_edges:
             return steps
-    raise ValueError(f"{n_edges} rows is not a cell's edge count (2, 5, 9, 14, 20, ...)")
+    raise ValueError(f"{n_edges} rows is not a cell's edge count (2, 5, 9, 14, 20, ..., {num_edges(MAX_STEPS)})")
 
 
 def parse_cell(weights, primitives: Sequence[str], method: str = "threshold_sparse",
@@ -115,16 +129,18 @@ def prune_isolated(cell: Iterable[Edge], steps: int = STEPS) -> List[Edge]:
 def validate_cell(cell: Iterable[Edge], steps: int = STEPS, name: str = "cell") -> List[Edge]:
     """Check every edge; return the edges as tuples. Raises ``ValueError`` naming the first problem."""
     out: List[Edge] = []
+    seen = set()  # one pass, however many edges a file lists
     for entry in cell:
         if not isinstance(entry, (list, tuple)) or len(entry) != 3:
-            raise ValueError(f"{name}: malformed edge {entry!r}; expected (op, to_node, from_node)")
+            raise ValueError(f"{name}: malformed edge {_short.repr(entry)}; expected (op, to_node, from_node)")
         op, to, src = entry
         if not isinstance(op, str) or op not in OPS:
-            raise ValueError(f"{name}: unknown op {op!r} in edge {tuple(entry)}; known ops: {', '.join(sorted(OPS))}")
+            raise ValueError(f"{name}: unknown op {_short.repr(op)} in edge {_short.repr(tuple(entry))}; "
+                             f"known ops: {', '.join(sorted(OPS))}")
         if op == "none":
             raise ValueError(f"{name}: the 'none' op cannot be an edge of a discrete cell: {tuple(entry)}")
         if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (to, src)):
-            raise ValueError(f"{name}: node indices must be integers in edge {tuple(entry)}")
+            raise ValueError(f"{name}: node indices must be integers in edge {_short.repr(tuple(entry))}")
         if not 2 <= to <= steps + 1:
             raise ValueError(f"{name}: bad node index {to} in edge {tuple(entry)}; intermediate nodes are 2..{steps + 1}")
         if src < 0:
@@ -133,8 +149,9 @@ def validate_cell(cell: Iterable[Edge], steps: int = STEPS, name: str = "cell") 
             what = "itself" if src == to else "a later node"
             raise ValueError(f"{name}: node {to} is fed by {what} ({src}) in edge {tuple(entry)}")
         edge = (op, int(to), int(src))
-        if edge in out:
+        if edge in seen:
             raise ValueError(f"{name}: duplicate edge {edge}")
+        seen.add(edge)
         out.append(edge)
     return out
 
@@ -152,8 +169,9 @@ class Genotype:
     steps: int = STEPS
 
     def __post_init__(self):
-        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
-            raise ValueError(f"genotype steps must be a positive integer, got {self.steps!r}")
+        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or not 1 <= self.steps <= MAX_STEPS:
+            raise ValueError(f"genotype steps must be a positive integer up to {MAX_STEPS} (intermediate nodes "
+                             f"per cell; DARTS has {STEPS}), got {_short.repr(self.steps)}")
         object.__setattr__(self, "normal", tuple(validate_cell(self.normal, self.steps, "normal cell")))
         object.__setattr__(self, "reduce", tuple(validate_cell(self.reduce, self.steps, "reduction cell")))
 
@@ -220,16 +238,153 @@ class Genotype:
     def from_json(cls, text: str) -> "Genotype":
         try:
             d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"genotype is not valid JSON: {e}") from None
+        except RecursionError:  # json recurses once per nesting level: 100000 nested lists exhaust the stack
+            raise ValueError("genotype JSON is nested too deeply to be a genotype "
+                             "({\"normal\": [[op, to, from], ...], \"reduce\": [...]})") from None
+        except ValueError as e:  # JSONDecodeError, or an integer too long to convert
+            raise ValueError(f"genotype is not valid JSON: {_first_line(e)}") from None
         return cls.from_dict(d)
 
     def save(self, path: Union[str, Path]) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        """Write the genotype as JSON, atomically: a failed write (disk full, a kill) keeps the previous file."""
+        from .runs import atomic_write_text  # imported here: runs imports this module
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "Genotype":
+        """A genotype from a JSON file (as written by :meth:`save`); every problem is one ``ValueError`` line
+        that names the file."""
         p = Path(path)
         if not p.is_file():
             raise ValueError(f"genotype file not found: {p}")
-        return cls.from_json(p.read_text())
+        try:
+            text = p.read_text()
+        except UnicodeDecodeError:
+            raise ValueError(f"{p} is not a text file (a genotype file is JSON)") from None
+        try:
+            return cls.from_json(text)
+        except ValueError as e:
+            raise ValueError(f"{p}: {e}") from None
+
+    # --- text ---------------------------------------------------------------------------------------
+    def describe(self) -> str:
+        """Human-readable cells: each node's inputs, the live nodes, the skip count (several lines)."""
+        lines = ["(nodes 0, 1: the cell inputs c_{k-2}, c_{k-1}; 2..: intermediate nodes)"]
+        for kind, label in (("normal", "normal cell"), ("reduce", "reduction cell")):
+            edges = self.cell(kind)
+            live = self.concat(kind)
+            lines.append(f"{label}: {len(prune_isolated(edges, self.steps))} live edges, live nodes {live}, "
+                         f"{self.count('skip_connect', kind)} skip_connect")
+            for node in range(2, self.steps + 2):
+                inputs = ", ".join(f"{op}({src})" + ("" if src < 2 or src in live else " [from an isolated node: dropped]")
+                                   for op, to, src in edges if to == node) or "nothing"
+                lines.append(f"  node {node} <- {inputs}" + ("" if node in live else "   [isolated: dropped]"))
+        return "\n".join(lines)
+
+    def cells_without_live_node(self) -> List[str]:
+        """The cell kinds (``"normal"``, ``"reduce"``) with no live intermediate node: such a cell outputs
+        nothing, and the evaluation network refuses it."""
+        return [kind for kind in ("normal", "reduce") if not self.concat(kind)]
+
+
+def _first_line(e: BaseException) -> str:
+    """Errors from numpy and json can span lines; our messages are one line."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+# ==========================================================================================================
+# Relaxed-weight matrices on disk (what `fairdarts parse` reads): loading, their op set, their parse rule
+# ==========================================================================================================
+
+def load_weight_matrix(path: Union[str, Path]) -> np.ndarray:
+    """A relaxed-weight matrix from a ``.npy`` file: a finite, real 2-D array with every entry in [0, 1]
+    (relaxed weights are softmax or sigmoid outputs), as float64. Raises ``ValueError`` (one line naming
+    the file) for anything else. Never unpickles: a ``.npy`` from elsewhere could run code."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"weight file not found: {path}")
+    try:
+        W = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{path} is not a .npy array ({_first_line(e)})") from None
+    if not isinstance(W, np.ndarray):
+        raise ValueError(f"{path} is an .npz archive; save each matrix with np.save(...) as its own .npy")
+    if np.iscomplexobj(W):
+        raise ValueError(f"{path} holds complex numbers; relaxed weights are real, in [0, 1]")
+    if W.ndim != 2 or not np.issubdtype(W.dtype, np.number):
+        raise ValueError(f"{path} must hold a 2-D numeric (14, n_ops) matrix; got shape {W.shape}, dtype {W.dtype}")
+    if not np.isfinite(W).all():
+        raise ValueError(f"{path} holds NaN or infinite values")
+    W = W.astype(np.float64)
+    if W.size and (W.min() < 0.0 or W.max() > 1.0):
+        raise ValueError(f"{path} holds values in [{W.min():.4g}, {W.max():.4g}]; relaxed weights (softmax or "
+                         f"sigmoid outputs) are in [0, 1] (architecture parameters alpha must be relaxed first)")
+    return W
+
+
+def read_parse_hints(run_dir: Union[str, Path]) -> Dict[str, Any]:
+    """``primitives`` and ``relaxation`` from a search run directory's ``config.json``, where the search wrote
+    one (at the top level or one level down, so a nested ``{"supernet": {...}}`` works too); ``{}`` without
+    a config.json. Only these two hints are read: a directory holding just the two weight matrices is enough
+    to parse."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return {}
+    try:
+        cfg = json.loads(path.read_text())
+    except RecursionError:
+        raise ValueError(f"{path} is nested too deeply to be a config") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path} is not valid JSON ({_first_line(e)})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    found: Dict[str, Any] = {}
+    for d in [cfg] + [v for v in cfg.values() if isinstance(v, dict)]:
+        for key in ("primitives", "relaxation"):
+            if key in d and key not in found:
+                found[key] = d[key]
+    return found
+
+
+def resolve_op_set(name: Optional[str], hint: Any, n_cols: int) -> Tuple[str, ...]:
+    """The op set of a weight matrix's columns: the op set ``name`` (a key of ``ops.OP_SETS``) if given,
+    else ``hint`` (a run's recorded primitives: an op-set name or a list of op names), else the column
+    count (7: fair_darts, 8: darts). Raises ``ValueError`` when it cannot tell or the count disagrees."""
+    from .ops import OP_SETS, check_op_names
+
+    if name is not None:
+        if name not in OP_SETS:
+            raise ValueError(f"unknown op set {_short.repr(name)}; choose one of {', '.join(OP_SETS)}")
+        prims, source = tuple(OP_SETS[name]), f"--primitives {name}"
+    elif hint is not None:
+        source = "config.json"
+        if isinstance(hint, str) and hint in OP_SETS:
+            prims = tuple(OP_SETS[hint])
+        elif isinstance(hint, list) and all(isinstance(p, str) for p in hint):
+            check_op_names(hint)
+            prims = tuple(hint)
+        else:
+            raise ValueError(f"config.json: 'primitives' must be a list of op names or one of {', '.join(OP_SETS)}")
+    else:
+        by_count = {len(ops): tuple(ops) for ops in OP_SETS.values()}  # 7 -> fair_darts, 8 -> darts
+        if n_cols not in by_count:
+            counts = ", ".join(f"{len(ops)}: {n}" for n, ops in OP_SETS.items())
+            raise ValueError(f"cannot tell the op set of a matrix with {n_cols} columns ({counts}); pass --primitives")
+        prims, source = by_count[n_cols], f"{n_cols} columns"
+    if len(prims) != n_cols:
+        raise ValueError(f"the weight matrices have {n_cols} columns but the op set ({source}) has {len(prims)} ops")
+    return prims
+
+
+def default_parse_method(relaxation: Optional[str], normal, reduce) -> str:
+    """The parse rule the weights' authors use: the relaxation's own (sigmoid: ``threshold_sparse``,
+    softmax: ``darts``) when the relaxation is known, else read from the weights: softmax rows sum to 1,
+    sigmoid rows practically never do."""
+    from .supernet import DEFAULT_PARSE  # imported here: the supernet imports this module
+
+    if isinstance(relaxation, str) and relaxation in DEFAULT_PARSE:
+        return DEFAULT_PARSE[relaxation]
+    rows_sum_to_one = all(np.allclose(np.asarray(W).sum(axis=1), 1.0, atol=1e-3) for W in (normal, reduce))
+    return DEFAULT_PARSE["softmax" if rows_sum_to_one else "sigmoid"]

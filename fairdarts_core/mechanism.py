@@ -10,19 +10,19 @@ under sigmoid both ops can keep high weights.
 """
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .data import Augment, search_loaders
 from .ops import check_op_names, search_op
 from .relax import relax
+from .steps import DivergedError, arch_step, check_finite, finite_flag, weight_step
 
 
 @dataclass
@@ -48,10 +48,35 @@ class ChainConfig:
 
     def __post_init__(self):
         self.ops = tuple(self.ops)
+        self.arch_betas = tuple(float(b) for b in self.arch_betas)
         check_op_names(self.ops)
         if "skip_connect" not in self.ops:
             raise ValueError("the mechanism experiment needs 'skip_connect' among its ops")
         relax(torch.zeros(1, 1), self.relaxation)
+        for name in ("depth", "channels", "steps", "batch_size", "record_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
+        if self.subset < 2 * 10:
+            raise ValueError(f"subset must hold at least 20 images (two halves with every one of the 10 classes); "
+                             f"got {self.subset}")
+        for name in ("lr", "arch_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
+        for name in ("lr_min", "arch_weight_decay", "grad_clip", "seed"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
+        if len(self.arch_betas) != 2 or not all(0 <= b < 1 for b in self.arch_betas):
+            raise ValueError(f"arch_betas must be two numbers in [0, 1); got {self.arch_betas}")
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "ChainConfig":
+        """A config from its ``asdict`` form (e.g. a recorded run's ``config``); unknown fields refused."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a chain config must be a JSON object; got {type(d).__name__}")
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown chain config field(s): {', '.join(unknown)}")
+        return cls(**d)
 
 
 class MixedChain(nn.Module):
@@ -69,32 +94,56 @@ class MixedChain(nn.Module):
     def relaxed_weights(self) -> torch.Tensor:
         return relax(self.alpha, self.cfg.relaxation)
 
-    def weights(self) -> List[nn.Parameter]:
+    def arch_parameters(self) -> List[nn.Parameter]:
+        return [self.alpha]
+
+    def network_parameters(self) -> List[nn.Parameter]:
         return [p for p in self.parameters() if p is not self.alpha]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.relaxed_weights()
+        edge_weights = self.relaxed_weights()
         x = self.stem(x)
         for layer, ops in enumerate(self.edges):
-            x = sum(w[layer, k] * op(x) for k, op in enumerate(ops))
+            x = sum(edge_weights[layer, k] * op(x) for k, op in enumerate(ops))
         return self.classifier(x.mean((2, 3)))
 
 
 def run_chain(cfg: ChainConfig, callback: Optional[Callable[[dict], None]] = None,
-              max_steps: Optional[int] = None) -> Dict:
-    """Train one chain bi-level (first order: an alpha step on an architecture batch, then a weight
-    step on a training batch) and return its trajectory: every ``record_every`` steps, the relaxed
-    weights of every layer and the training accuracy of the recent batches.
+              max_steps: Optional[int] = None, out: Union[str, Path, None] = None,
+              command: Optional[Sequence[str]] = None) -> Dict:
+    """Train one chain bi-level with the search's own first-order steps (:mod:`fairdarts_core.steps`: an
+    alpha step on an architecture batch, then a weight step on a training batch) and return its
+    trajectory: every ``record_every`` steps, the relaxed weights of every layer and the training accuracy
+    of the recent batches; ``summary`` (:func:`skip_summary`) of the last record.
 
     ``max_steps``: stop after that many steps (the learning-rate schedule stays the one of the full
     ``cfg.steps`` run, so the records are the first records of the full run; tests re-run recorded
-    runs this way)."""
+    runs this way). ``out``: also write the result and its provenance (``command``, default ``sys.argv``)
+    as JSON there, atomically, holding the file's one-writer lock; an existing file is not overwritten.
+    A non-finite loss or weight stops the run with :class:`DivergedError`.
+    """
+    if out is None:
+        return _chain(cfg, callback, max_steps)
+    from .runs import atomic_write_json, lock_file, provenance
+
+    out = Path(out)
+    with lock_file(out, command):
+        if out.exists():
+            raise ValueError(f"{out} already exists: choose another --out, or remove it first")
+        start = time.time()
+        result = _chain(cfg, callback, max_steps)
+        result["provenance"] = provenance(command, time.time() - start)
+        atomic_write_json(out, result)
+    return result
+
+
+def _chain(cfg: ChainConfig, callback: Optional[Callable[[dict], None]], max_steps: Optional[int]) -> Dict:
     torch.manual_seed(cfg.seed)
     train, valid, info = search_loaders("fashion-mnist", cfg.data_dir, subset=cfg.subset, train_portion=0.5,
                                         batch_size=cfg.batch_size, seed=cfg.seed,
                                         augment=Augment(crop_pad=0, flip=False))
     model = MixedChain(cfg, info.in_channels, info.num_classes)
-    w_opt = torch.optim.SGD(model.weights(), cfg.lr, momentum=0.9, weight_decay=3e-4)
+    w_opt = torch.optim.SGD(model.network_parameters(), cfg.lr, momentum=0.9, weight_decay=3e-4)
     a_opt = torch.optim.Adam([model.alpha], cfg.arch_lr, betas=cfg.arch_betas, weight_decay=cfg.arch_weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, cfg.steps, eta_min=cfg.lr_min)
 
@@ -105,33 +154,29 @@ def run_chain(cfg: ChainConfig, callback: Optional[Callable[[dict], None]] = Non
             epoch += 1
 
     train_it, valid_it = batches(train), batches(valid)
-    records, correct, seen, start = [], 0, 0, time.time()
+    records, correct, seen, finite, start = [], 0, 0, [], time.time()
     last = cfg.steps if max_steps is None else max(0, min(cfg.steps, int(max_steps)))
     for step in range(1, last + 1):
-        x_val, y_val = next(valid_it)
-        a_opt.zero_grad(set_to_none=True)
-        (grad,) = torch.autograd.grad(F.cross_entropy(model(x_val), y_val), [model.alpha])
-        model.alpha.grad = grad
-        a_opt.step()
-
-        x, y = next(train_it)
-        w_opt.zero_grad(set_to_none=True)
-        logits = model(x)
-        F.cross_entropy(logits, y).backward()
-        nn.utils.clip_grad_norm_(model.weights(), cfg.grad_clip)
-        w_opt.step()
+        stats = arch_step(model, next(valid_it), a_opt)
+        stats.update(weight_step(model, next(train_it), w_opt, cfg.grad_clip))
         sched.step()
-        correct += (logits.argmax(1) == y).sum().item()
-        seen += len(y)
+        finite.append(finite_flag(stats))
+        correct += stats["train_correct"].item()
+        seen += stats["train_n"]
 
         if step % cfg.record_every == 0 or step == cfg.steps:
+            check_finite(finite, model, "chain experiment", first_step=step - len(finite) + 1)
             rec = {"step": step, "weights": model.relaxed_weights().detach().tolist(),
                    "train_acc": correct / seen, "seconds": round(time.time() - start, 2)}
             correct = seen = 0
+            finite = []
             records.append(rec)
             if callback is not None:
                 callback(rec)
-    return {"config": asdict(cfg), "records": records}
+    result = {"config": asdict(cfg), "records": records}
+    if records:
+        result["summary"] = skip_summary(result)
+    return result
 
 
 def skip_summary(result: Dict) -> Dict[str, float]:

@@ -20,6 +20,7 @@ Module names follow the layout of the authors' released checkpoints (``stem.0``,
 """
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -29,20 +30,49 @@ from torch import nn
 from .genotype import Edge, Genotype, live_nodes, prune_isolated
 from .ops import FactorizedReduce, Identity, ReLUConvBN, make_op
 
-Arch = Union[str, Genotype]
-"""A zoo name (``"FairDARTS_a"``) or a :class:`Genotype`."""
+Arch = Union[str, Path, Genotype]
+"""An architecture: a :class:`Genotype`, a zoo name (``"FairDARTS_a"``), a genotype JSON file or a search
+run directory (see :func:`fairdarts_core.zoo.resolve_arch`)."""
 
 CELL_NAMES = {"normal": "normal cell", "reduce": "reduction cell"}
 
+MIN_LAYERS = 3
+"""Fewest cells of a network (``SearchConfig`` asks the same of the supernet): the two reduction cells sit at 1/3 and 2/3 of the depth
+(cells ``layers // 3`` and ``2 * layers // 3``), and only from 3 cells on are they two different cells with
+a normal cell before them; with 1 or 2 cells there is no normal cell at all."""
 
-def resolve_genotype(arch: Optional[Arch]) -> Genotype:
-    """A :class:`Genotype` from a zoo name or a Genotype."""
-    if isinstance(arch, Genotype):
-        return arch
-    if isinstance(arch, str):
-        from . import zoo  # imported here: the zoo is data, the network does not otherwise need it
-        return zoo.get(arch)
-    raise ValueError(f"an architecture is a zoo name or a Genotype, got {type(arch).__name__}")
+
+def reduced_size(image_size: int, reductions: int = 2) -> int:
+    """The side of the feature maps after ``reductions`` stride-2 cells (each maps ``n`` to ``ceil(n / 2)``:
+    the pools and convs pad, :class:`FactorizedReduce` pads odd sizes)."""
+    for _ in range(reductions):
+        image_size = (image_size + 1) // 2
+    return image_size
+
+
+MIN_IMAGE_SIZE = 5
+"""Smallest input side for the CIFAR networks (and, through ``SearchConfig``, the supernet, which reduces the
+same way): after the two reduction cells the maps must
+still be at least 2x2 (5 -> 3 -> 2), because BatchNorm in training mode needs more than one value per
+channel and a batch may hold a single image (below 5 the maps are 1x1 and such a batch fails)."""
+
+AUX_MAP_SIZE = 8
+"""The auxiliary head's input side: its 5x5 pool (stride 3) must leave 2x2 for its 2x2 conv."""
+
+AUX_MIN_IMAGE_SIZE = next(n for n in range(1, 64) if reduced_size(n) >= AUX_MAP_SIZE)
+"""Smallest input side with an auxiliary head: 29 (29 -> 15 -> 8); 28x28 Fashion-MNIST is too small, the
+presets resize it to 32."""
+
+
+def min_image_size(auxiliary: bool) -> int:
+    """The smallest input side a CIFAR evaluation network (``auxiliary``: with its head) can train on."""
+    return AUX_MIN_IMAGE_SIZE if auxiliary else MIN_IMAGE_SIZE
+
+
+def _resolve(arch: Optional[Arch]) -> Genotype:
+    from .zoo import resolve_arch  # imported here: the zoo is data, and it is loaded only when named
+
+    return resolve_arch(arch)
 
 
 def check_live(genotype: Genotype) -> None:
@@ -51,6 +81,14 @@ def check_live(genotype: Genotype) -> None:
         if not genotype.concat(kind):
             raise ValueError(f"the {CELL_NAMES[kind]} has no live intermediate node (no node is reached from "
                              f"the cell inputs), so it outputs nothing: {list(genotype.cell(kind))}")
+
+
+def check_shape(C: int, layers: int, num_classes: int) -> None:
+    """Raise one ``ValueError`` line if a network cannot have this many channels, cells or classes."""
+    for name, value, low, why in (("C", C, 1, ""), ("num_classes", num_classes, 1, ""),
+                                  ("layers", layers, MIN_LAYERS, " (two reduction cells and a normal cell)")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name}={value!r} is not valid: {name} must be an integer >= {low}{why}")
 
 
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
@@ -129,8 +167,8 @@ class AuxiliaryHeadCIFAR(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if min(x.shape[-2:]) < self.min_size:  # the 5x5 pool must leave at least 2x2 for the 2x2 conv
             raise ValueError(f"the auxiliary head needs at least a {self.min_size}x{self.min_size} feature map "
-                             f"(32x32 images for CIFAR), got {tuple(x.shape[-2:])}: pad the images "
-                             f"(e.g. 28 -> 32) or use auxiliary=False")
+                             f"(CIFAR networks: images of at least {AUX_MIN_IMAGE_SIZE}x{AUX_MIN_IMAGE_SIZE}), got "
+                             f"{tuple(x.shape[-2:])}: resize the images (e.g. 28 -> 32) or use auxiliary=False")
         return self.classifier(self.features(x).flatten(1))
 
 
@@ -192,10 +230,11 @@ class NetworkCIFAR(_Network):
         super().__init__()
         if genotype is None:
             raise ValueError("NetworkCIFAR needs a genotype (a Genotype or a zoo name such as 'FairDARTS_a')")
+        check_shape(C, layers, num_classes)
         self.drop_path_prob = drop_path_prob
         C_stem = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem))
-        self._build_cells(resolve_genotype(genotype), C, layers, C_stem, False, auxiliary, num_classes,
+        self._build_cells(_resolve(genotype), C, layers, C_stem, False, auxiliary, num_classes,
                           AuxiliaryHeadCIFAR)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -215,6 +254,9 @@ class NetworkImageNet(_Network):
         super().__init__()
         if genotype is None:
             raise ValueError("NetworkImageNet needs a genotype (a Genotype or a zoo name such as 'FairDARTS_a')")
+        check_shape(C, layers, num_classes)
+        if C < 2:  # the first stem conv has C // 2 channels
+            raise ValueError(f"C={C!r} is not valid: NetworkImageNet needs C >= 2")
         self.drop_path_prob = drop_path_prob
         self.stem0 = nn.Sequential(
             nn.Conv2d(in_channels, C // 2, 3, stride=2, padding=1, bias=False),
@@ -228,7 +270,7 @@ class NetworkImageNet(_Network):
             nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(C),
         )
-        self._build_cells(resolve_genotype(genotype), C, layers, C, True, auxiliary, num_classes,
+        self._build_cells(_resolve(genotype), C, layers, C, True, auxiliary, num_classes,
                           AuxiliaryHeadImageNet)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -267,22 +309,48 @@ def _listing(keys: List[str], what: str, limit: int = 3) -> str:
     return f"{len(keys)} {what} ({shown})"
 
 
+def _key(k: object) -> str:
+    """A state-dict key for a message, shortened (a hand-edited file may hold any key)."""
+    return reprlib.repr(k) if not isinstance(k, str) or len(k) > 80 else k
+
+
+def _mismatch(value: object, want: torch.Tensor) -> Optional[Tuple[str, str]]:
+    """``(kind, what)``: what is wrong with one checkpoint entry against the model's tensor; ``None`` if it fits.
+    Kinds: ``"shape"``, ``"dtype"``, ``"type"``, ``"values"``."""
+    if not isinstance(value, torch.Tensor):
+        return "type", f"{type(value).__name__}, not a tensor"
+    if tuple(value.shape) != tuple(want.shape):
+        return "shape", f"{list(value.shape)} in the checkpoint, {list(want.shape)} in the model"
+    if value.is_complex() or value.is_floating_point() != want.is_floating_point():
+        return "dtype", f"{value.dtype} in the checkpoint, {want.dtype} in the model"
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        return "values", "holds NaN or infinite values"
+    return None
+
+
 def check_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor], label: str = "the model") -> None:
-    """Raise one ``ValueError`` (one line) listing missing, unexpected and wrongly shaped keys."""
+    """Raise one ``ValueError`` (one line) if ``state_dict`` is not a state dict of ``model``: the first few
+    missing, unexpected and wrong keys (wrong shape, wrong kind of number, not a tensor, non-finite values)
+    of each kind, with a hint at the likely cause (a checkpoint of another genotype or of another size)."""
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"the checkpoint does not fit {label}: it holds a {type(state_dict).__name__}, "
+                         f"not a state dict (a dict of tensors)")
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    wrong = []
-    for k, v in state_dict.items():
-        if k in expected:
-            if not isinstance(v, torch.Tensor):
-                wrong.append(f"{k}: not a tensor")
-            elif tuple(v.shape) != tuple(expected[k].shape):
-                wrong.append(f"{k}: {list(v.shape)} in the checkpoint, {list(expected[k].shape)} in the model")
+    unexpected = [_key(k) for k in state_dict if k not in expected]
+    wrong = {k: m for k, m in ((k, _mismatch(state_dict[k], v)) for k, v in expected.items() if k in state_dict) if m}
     problems = [_listing(keys, what) for keys, what in
-                ((missing, "missing"), (unexpected, "unexpected"), (wrong, "with the wrong shape")) if keys]
-    if problems:
-        raise ValueError(f"the checkpoint does not fit {label}: " + "; ".join(problems))
+                ((missing, "missing"), (unexpected, "unexpected"), ([f"{k}: {m[1]}" for k, m in wrong.items()], "wrong"))
+                if keys]
+    if not problems:
+        return
+    hints = []
+    if any("._ops." in k for k in missing + unexpected):
+        hints.append("other cells: a checkpoint of another genotype?")
+    if any(kind == "shape" for kind, _ in wrong.values()):
+        hints.append("other tensor shapes: another channel count, depth or number of classes?")
+    hint = f" ({'; '.join(hints)})" if hints else ""
+    raise ValueError(f"the checkpoint does not fit {label}: " + "; ".join(problems) + hint)
 
 
 def from_authors_state_dict(arch: Arch, state_dict) -> NetworkCIFAR:
@@ -292,8 +360,8 @@ def from_authors_state_dict(arch: Arch, state_dict) -> NetworkCIFAR:
     ``{"state_dict": ...}``), or the state dict itself. Every key must be consumed and every shape must
     match, else a ``ValueError`` lists the differences. The network comes back in eval mode.
     """
-    genotype = resolve_genotype(arch)
-    label = arch if isinstance(arch, str) else "the genotype"
+    genotype = _resolve(arch)
+    label = "the genotype" if isinstance(arch, Genotype) else str(arch)
     model = NetworkCIFAR(36, 10, 20, auxiliary=True, genotype=genotype)
     sd = unwrap_state_dict(state_dict)
     check_state_dict(model, sd, f"NetworkCIFAR(36, 10, 20, auxiliary=True) of {label}")

@@ -2,7 +2,8 @@
 
 Every op maps ``C`` channels to ``C`` channels; ``stride=2`` halves the resolution (reduction cells).
 The module layouts (``op.1``, ``conv_1``...) follow the DARTS convention, so the authors' released
-checkpoints load by name (see :mod:`fairdarts_core.network`).
+checkpoints load by name (see :mod:`fairdarts_core.network`). Code that needs one module of an op (the fast
+supernet path) reads it through the named properties below (``SepConv.depthwise1``...), never by position.
 
 Adding an op is one entry in :data:`OPS`: ``name -> factory(C, stride, affine)``.
 """
@@ -28,6 +29,9 @@ FAIR_DARTS_OPS: tuple[str, ...] = (
 DARTS_OPS: tuple[str, ...] = ("none",) + FAIR_DARTS_OPS
 """The 8 DARTS candidates, with the ``none`` (zero) op first, as in DARTS."""
 
+OP_SETS: Dict[str, tuple[str, ...]] = {"fair_darts": FAIR_DARTS_OPS, "darts": DARTS_OPS}
+"""The candidate op sets by name (``--set primitives=darts``)."""
+
 PARAMETER_FREE_OPS = frozenset({"none", "max_pool_3x3", "avg_pool_3x3", "skip_connect"})
 
 
@@ -41,6 +45,14 @@ class ReLUConvBN(nn.Module):
             nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
+
+    @property
+    def conv(self) -> nn.Conv2d:
+        return self.op[1]
+
+    @property
+    def bn(self) -> nn.BatchNorm2d:
+        return self.op[2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op(x)
@@ -59,6 +71,20 @@ class DilConv(nn.Module):
             nn.Conv2d(C_in, C_out, 1, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
+
+    @property
+    def depthwise(self) -> nn.Conv2d:
+        """The dilated depthwise convolution (``op.1``)."""
+        return self.op[1]
+
+    @property
+    def pointwise(self) -> nn.Conv2d:
+        """The 1x1 convolution (``op.2``)."""
+        return self.op[2]
+
+    @property
+    def bn(self) -> nn.BatchNorm2d:
+        return self.op[3]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op(x)
@@ -79,6 +105,31 @@ class SepConv(nn.Module):
             nn.Conv2d(C_in, C_out, 1, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
+
+    # The two blocks by name: block 1 is op.0-op.3 (it strides), block 2 is op.4-op.7.
+    @property
+    def depthwise1(self) -> nn.Conv2d:
+        return self.op[1]
+
+    @property
+    def pointwise1(self) -> nn.Conv2d:
+        return self.op[2]
+
+    @property
+    def bn1(self) -> nn.BatchNorm2d:
+        return self.op[3]
+
+    @property
+    def depthwise2(self) -> nn.Conv2d:
+        return self.op[5]
+
+    @property
+    def pointwise2(self) -> nn.Conv2d:
+        return self.op[6]
+
+    @property
+    def bn2(self) -> nn.BatchNorm2d:
+        return self.op[7]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op(x)
@@ -124,6 +175,22 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
 
 
+class PoolBN(nn.Sequential):
+    """A pool followed by a non-affine BN: how the supernet uses a pool (see :func:`search_op`). A
+    ``Sequential`` (``0`` the pool, ``1`` the BN), so its state-dict keys are the authors' ``k.1.*``."""
+
+    def __init__(self, pool: nn.Module, C: int):
+        super().__init__(pool, nn.BatchNorm2d(C, affine=False))
+
+    @property
+    def pool(self) -> nn.Module:
+        return self[0]
+
+    @property
+    def bn(self) -> nn.BatchNorm2d:
+        return self[1]
+
+
 OpFactory = Callable[[int, int, bool], nn.Module]
 
 OPS: Dict[str, OpFactory] = {
@@ -158,5 +225,5 @@ def search_op(name: str, C: int, stride: int) -> nn.Module:
     (so a pool's output scale is comparable to the convs' BN-normalised outputs)."""
     op = make_op(name, C, stride, affine=False)
     if "pool" in name:
-        op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
+        op = PoolBN(op, C)
     return op

@@ -1,7 +1,9 @@
 """Named settings for searching (:class:`SearchConfig`) and retraining (:class:`TrainConfig`).
 
 A preset is a dataclass instance; every field can be overridden from Python
-(``get_search_preset("cpu", epochs=3)``) and from the command line (``--set epochs=3``).
+(``get_search_preset("cpu", epochs=3)``) and from the command line (``--set epochs=3``). Every field is
+checked when a config is built, so a bad value stops a run before it starts, with one line that names the
+field, the value and what is valid (``grad_clip=-1.0 is not valid: grad_clip must be a number >= 0 ...``).
 
 Search presets
     ``paper``        Fair DARTS on CIFAR-10 exactly as published (Chu et al., 2020; the authors' scripts:
@@ -23,17 +25,182 @@ Train presets: ``paper`` (CIFAR-10, 600 epochs), ``cpu`` (Fashion-MNIST, minutes
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Optional, Tuple
+import math
+import numbers
+import os
+import reprlib
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple, Union, get_args, get_origin, get_type_hints
 
-from .ops import DARTS_OPS, FAIR_DARTS_OPS
+import numpy as np
+import torch
+
+from .data import DATASETS, search_split, split_size
+from .genotype import PARSE_METHODS
+from .network import AUX_MIN_IMAGE_SIZE, MIN_IMAGE_SIZE, MIN_LAYERS
+from .ops import DARTS_OPS, FAIR_DARTS_OPS, OPS
 
 MODES = ("bilevel", "single", "second_order")
+RELAXATIONS = ("sigmoid", "softmax")
+ZERO_ONE_KINDS = ("l2", "l1")
+FORMULATIONS = ("fast", "reference")
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+MAX_SEED = 2 ** 32 - 1
+
+
+# --- validation: every field checked when a config is built -----------------------------------------------
+# Each refusal is one ValueError line "FIELD=VALUE is not valid: FIELD must be ... (why)", so that the CLI
+# shows it as it is and a user sees at once what to change.
+
+_short = reprlib.Repr()
+_short.maxstring, _short.maxother, _short.maxlist, _short.maxtuple = 60, 60, 8, 8
+
+
+def _refuse(name: str, value: Any, rule: str) -> ValueError:
+    return ValueError(f"{name}={_short.repr(value)} is not valid: {rule}")
+
+
+def _bounds(low: Optional[float], high: Optional[float], low_open: bool, high_open: bool) -> str:
+    if high is None:
+        return f"{'>' if low_open else '>='} {low}"
+    return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+
+
+class _Fields:
+    """Checks the fields of one config object in place (and normalises their types: numpy numbers become
+    Python numbers, integers in a float field become floats, sequences become tuples)."""
+
+    def __init__(self, config: Any):
+        self.config = config
+
+    def number(self, name: str, low: Optional[float] = None, high: Optional[float] = None, *,
+               integer: bool = False, low_open: bool = False, high_open: bool = False,
+               optional: bool = False, why: str = "") -> None:
+        value = getattr(self.config, name)
+        if value is None and optional:
+            return
+        ok = isinstance(value, numbers.Integral if integer else numbers.Real) and not isinstance(value, bool)
+        if ok:
+            try:
+                value = int(value) if integer else float(value)
+            except OverflowError:  # an integer too large for a float field
+                ok = False
+        if ok:
+            ok = ((integer or math.isfinite(value))
+                  and (low is None or (value > low if low_open else value >= low))
+                  and (high is None or (value < high if high_open else value <= high)))
+        if not ok:
+            what = "an integer" if integer else "a number"
+            rule = f"{name} must be {what} {_bounds(low, high, low_open, high_open)}".rstrip()
+            rule += " or none" if optional else ""
+            raise _refuse(name, getattr(self.config, name), rule + (f" ({why})" if why else ""))
+        setattr(self.config, name, value)
+
+    def choice(self, name: str, choices: Sequence[str], optional: bool = False, why: str = "") -> None:
+        value = getattr(self.config, name)
+        if value is None and optional:
+            return
+        if not isinstance(value, str) or value not in choices:
+            rule = f"choose one of {', '.join(choices)}" + (" or none" if optional else "")
+            raise _refuse(name, value, rule + (f" ({why})" if why else ""))
+
+    def flag(self, name: str) -> None:
+        value = getattr(self.config, name)
+        if not isinstance(value, (bool, np.bool_)):
+            raise _refuse(name, value, f"{name} must be true or false")
+        setattr(self.config, name, bool(value))
+
+    def directory(self, name: str) -> None:
+        value = getattr(self.config, name)
+        if value is None:
+            return
+        if not isinstance(value, (str, os.PathLike)) or str(value) == "":
+            raise _refuse(name, value, f"{name} must be a directory path or none")
+        setattr(self.config, name, str(value))  # a str, so that config.json can hold it
+
+    def device(self, name: str = "device") -> None:
+        value = getattr(self.config, name)
+        rule = "choose auto, cpu, cuda, cuda:N (N: a GPU's index) or mps"
+        if not isinstance(value, str):
+            raise _refuse(name, value, rule)
+        if value == "auto":
+            return
+        try:
+            parsed = torch.device(value)
+        except (RuntimeError, ValueError, TypeError):  # torch's words for an unparseable device string
+            raise _refuse(name, value, rule) from None
+        if parsed.type not in DEVICE_TYPES:
+            raise _refuse(name, value, rule)
+
+    def op_names(self, name: str) -> None:
+        value = getattr(self.config, name)
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise _refuse(name, value, f"{name} must be a list of op names, e.g. {','.join(FAIR_DARTS_OPS[:2])}")
+        value = tuple(value)
+        known = ", ".join(sorted(OPS))
+        if not value:
+            raise _refuse(name, value, f"{name} must name at least one op; known ops: {known}")
+        for op in value:
+            if not isinstance(op, str) or op not in OPS:
+                raise _refuse(name, value, f"unknown op {_short.repr(op)}; known ops: {known}")
+        repeated = sorted({op for op in value if value.count(op) > 1})
+        if repeated:
+            raise _refuse(name, value, f"{name} lists {', '.join(repeated)} more than once")
+        if set(value) == {"none"}:
+            raise _refuse(name, value, f"{name} needs an op besides none (a derived cell never keeps none)")
+        setattr(self.config, name, value)
+
+    def betas(self, name: str) -> None:
+        value = getattr(self.config, name)
+        rule = f"{name} must be two numbers in [0, 1) (Adam's beta1, beta2), e.g. 0.9,0.999"
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+            raise _refuse(name, value, rule)
+        if not all(isinstance(b, numbers.Real) and not isinstance(b, bool) and 0 <= b < 1 for b in value):
+            raise _refuse(name, value, rule)
+        setattr(self.config, name, tuple(float(b) for b in value))
+
+
+def _training_images(config: Any) -> int:
+    """Images the run trains on: ``subset``, or the whole published training split."""
+    return config.subset if config.subset is not None else split_size(config.dataset, True)
+
+
+def _check_data(f: _Fields) -> None:
+    """Fields shared by both configs: the data set, its subsets, the image size, the batch and the run."""
+    c = f.config
+    f.choice("dataset", tuple(DATASETS))
+    f.directory("data_dir")
+    classes = DATASETS[c.dataset].num_classes
+    f.number("subset", classes, split_size(c.dataset, True), integer=True, optional=True,
+             why=f"a class-balanced subset holds every one of {c.dataset}'s {classes} classes, and the "
+                 f"training split has {split_size(c.dataset, True)} images")
+    f.number("image_size", MIN_IMAGE_SIZE, integer=True, optional=True,
+             why=f"none: the data set's own size; after the two reduction cells the feature maps must still be "
+                 f"at least 2x2 ({MIN_IMAGE_SIZE} -> 3 -> 2) for BatchNorm to train on a batch of one image")
+    f.number("batch_size", 1, integer=True)
+    f.number("cutout", 0, integer=True, why="the side of the cut-out square in pixels; 0: no cutout")
+    f.number("channels", 1, integer=True, why="the initial channels C")
+    f.number("layers", MIN_LAYERS, integer=True,
+             why="the cells: reduction cells at 1/3 and 2/3 of the depth and a normal cell need 3 at least")
+    f.number("epochs", 1, integer=True)
+    f.number("lr", 0, low_open=True)
+    f.number("lr_min", 0, why="the learning rate the cosine schedule ends at")
+    f.number("momentum", 0, 1, high_open=True)
+    f.number("weight_decay", 0)
+    f.number("grad_clip", 0, why="the largest gradient norm; 0: no clipping")
+    f.number("seed", 0, MAX_SEED, integer=True)
+    f.device()
+    f.number("threads", 1, integer=True, optional=True, why="torch's intra-op threads; none: torch's default")
 
 
 @dataclass
 class SearchConfig:
-    """Everything a search run depends on (saved as ``config.json`` in the run directory)."""
+    """Everything a search run depends on (saved as ``config.json`` in the run directory).
+
+    Every field is checked when the config is built: a bad value is one ``ValueError`` line naming the field,
+    the value and what is valid. ``from_dict`` also reads configs recorded before ``formulation`` was
+    called ``path``.
+    """
 
     # data
     dataset: str = "cifar10"
@@ -49,7 +216,7 @@ class SearchConfig:
     primitives: Tuple[str, ...] = FAIR_DARTS_OPS
     relaxation: str = "sigmoid"
     alpha_init_std: float = 0.0            # Fair DARTS: alpha = 0 (all sigmoids 0.5); DARTS: 1e-3 * N(0, 1)
-    path: str = "fast"                     # supernet formulation: "fast" or "reference" (same math)
+    formulation: str = "fast"              # how the supernet is computed: "fast" or "reference" (same math)
     # deriving the cell
     parse_method: Optional[str] = None     # None: threshold_sparse for sigmoid, darts for softmax
     threshold: float = 0.85
@@ -63,7 +230,7 @@ class SearchConfig:
     lr_min: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 3e-4
-    grad_clip: float = 5.0
+    grad_clip: float = 5.0                 # 0: no clipping
     arch_lr: float = 3e-3                  # architecture: Adam
     arch_betas: Tuple[float, float] = (0.9, 0.999)
     arch_weight_decay: float = 1e-3
@@ -76,17 +243,43 @@ class SearchConfig:
     threads: Optional[int] = None          # torch intra-op threads (None: torch's default); tiny
                                            # tensors on a busy CPU run much faster with 1
 
+    LEGACY_KEYS: ClassVar[Dict[str, str]] = {"path": "formulation"}  # old name -> field, for old config.json
+
     def __post_init__(self):
-        self.primitives = tuple(self.primitives)
-        self.arch_betas = tuple(float(b) for b in self.arch_betas)
-        if self.mode not in MODES:
-            raise ValueError(f"unknown search mode {self.mode!r}; choose one of {', '.join(MODES)}")
-        if self.relaxation not in ("sigmoid", "softmax"):
-            raise ValueError(f"unknown relaxation {self.relaxation!r}; choose sigmoid or softmax")
-        if self.zero_one_kind not in ("l2", "l1"):
-            raise ValueError(f"unknown zero-one loss kind {self.zero_one_kind!r}; choose l2 or l1")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be at least 1")
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field; raise one ``ValueError`` line for the first bad one. Called on construction."""
+        f = _Fields(self)
+        _check_data(f)
+        f.number("train_portion", 0, 1, low_open=True, high_open=True,
+                 why="the share of the images that trains the weights; the rest trains the architecture")
+        f.op_names("primitives")
+        f.choice("relaxation", RELAXATIONS)
+        f.number("alpha_init_std", 0)
+        f.choice("formulation", FORMULATIONS)
+        f.choice("parse_method", PARSE_METHODS, optional=True,
+                 why="none: threshold_sparse for sigmoid, darts for softmax")
+        f.number("threshold", 0, 1, why="a relaxed weight is kept when it reaches the threshold")
+        f.number("zero_one_weight", 0)
+        f.choice("zero_one_kind", ZERO_ONE_KINDS)
+        f.choice("mode", MODES)
+        f.number("arch_lr", 0, low_open=True)
+        f.betas("arch_betas")
+        f.number("arch_weight_decay", 0)
+        f.flag("skip_noise")
+        f.number("noise_epochs", 1, integer=True, why="the epochs over which the noise decays to 0")
+        if self.skip_noise and "skip_connect" not in self.primitives:
+            raise _refuse("skip_noise", True, "noise on skip needs skip_connect among the primitives")
+        # The search split (DARTS, Sec. 3.1): each part must hold a whole batch, or every step of it would
+        # silently run on fewer images than batch_size.
+        n = _training_images(self)
+        weights, arch = search_split(n, self.train_portion)
+        if min(weights, arch) < self.batch_size:
+            raise _refuse("subset", self.subset,
+                          f"with train_portion={self.train_portion} and batch_size={self.batch_size}, the "
+                          f"{n} images split into {weights} for the weights and {arch} for the architecture, "
+                          f"and each part must hold at least one batch: raise subset or lower batch_size")
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -95,12 +288,16 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "SearchConfig":
+        """A config from its ``to_dict`` form (e.g. a run's ``config.json``, old ones included)."""
         return _build(cls, d, "search config")
 
 
 @dataclass
 class TrainConfig:
-    """Retraining of the evaluation network from a genotype (DARTS Sec. 3.2, Fair DARTS Sec. 5)."""
+    """Retraining of the evaluation network from a genotype (DARTS Sec. 3.2, Fair DARTS Sec. 5).
+
+    Every field is checked when the config is built (one ``ValueError`` line naming the field, the value and
+    what is valid)."""
 
     dataset: str = "cifar10"
     data_dir: Optional[str] = None
@@ -119,7 +316,7 @@ class TrainConfig:
     lr_min: float = 0.0
     momentum: float = 0.9
     weight_decay: float = 3e-4
-    grad_clip: float = 5.0
+    grad_clip: float = 5.0                 # 0: no clipping
     crop_pad: int = 4
     flip: bool = True
     cutout: int = 16
@@ -128,21 +325,61 @@ class TrainConfig:
     device: str = "auto"
     threads: Optional[int] = None
 
+    LEGACY_KEYS: ClassVar[Dict[str, str]] = {}
+
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be at least 1")
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field; raise one ``ValueError`` line for the first bad one. Called on construction."""
+        f = _Fields(self)
+        _check_data(f)
+        classes = DATASETS[self.dataset].num_classes
+        f.number("test_subset", classes, split_size(self.dataset, False), integer=True, optional=True,
+                 why=f"a class-balanced subset holds every one of {self.dataset}'s {classes} classes, and the "
+                     f"test split has {split_size(self.dataset, False)} images")
+        f.number("eval_batch_size", 1, integer=True)
+        f.flag("auxiliary")
+        f.number("auxiliary_weight", 0)
+        f.number("drop_path_prob", 0, 1, high_open=True, why="the drop-path probability reached at the end")
+        f.number("crop_pad", 0, integer=True, why="the zero padding of the random crop; 0: no crop")
+        f.flag("flip")
+        f.flag("autoaugment")
+        if _training_images(self) < self.batch_size:
+            raise _refuse("subset", self.subset, f"the training images must hold at least one batch of "
+                                                 f"batch_size={self.batch_size}: raise subset or lower batch_size")
+        if self.auxiliary:
+            size = self.image_size or DATASETS[self.dataset].image_size
+            if size < AUX_MIN_IMAGE_SIZE:
+                shown = self.image_size if self.image_size is not None else f"none ({self.dataset}: {size}x{size})"
+                raise ValueError(f"image_size={shown} is not valid with auxiliary=true: the auxiliary head needs "
+                                 f"images of at least {AUX_MIN_IMAGE_SIZE}x{AUX_MIN_IMAGE_SIZE} (an 8x8 map after "
+                                 f"the two reduction cells): set image_size=32 or auxiliary=false")
+            if self.batch_size < 2:
+                raise _refuse("batch_size", self.batch_size, "with auxiliary=true the batch must hold at least 2 "
+                              "images (the head's BatchNorm sees a 1x1 map per image)")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
+        """A config from its ``to_dict`` form (e.g. a run's ``config.json``)."""
         return _build(cls, d, "train config")
 
 
 def _build(cls, d: Dict[str, Any], what: str):
+    """``cls(**d)`` with one-line errors: ``d`` must be a dict of known fields (old names are renamed)."""
+    if not isinstance(d, dict):
+        raise ValueError(f"a {what} is a dict of fields, got {type(d).__name__}")
+    d = dict(d)
+    for old, new in cls.LEGACY_KEYS.items():
+        if old in d:
+            if new in d and d[new] != d[old]:
+                raise ValueError(f"{what}: both {old} (the old name) and {new} are given, and they differ")
+            d[new] = d.pop(old)
     names = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - names)
+    unknown = sorted(str(k) for k in set(d) - names)
     if unknown:
         raise ValueError(f"unknown {what} field(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
     return cls(**d)
@@ -215,30 +452,57 @@ def get_train_preset(name: str, **overrides) -> TrainConfig:
     return _preset(TRAIN_PRESETS, TrainConfig, name, overrides, "train")
 
 
+def _field_type(cls, key: str) -> Tuple[Any, bool]:
+    """``(type, optional)`` of field ``key`` of the config class ``cls``."""
+    names = [f.name for f in fields(cls)]
+    if key not in names:
+        raise ValueError(f"unknown {cls.__name__} field {key!r}; known: {', '.join(sorted(names))}")
+    hint = get_type_hints(cls)[key]
+    if get_origin(hint) is Union and type(None) in get_args(hint):
+        return next(a for a in get_args(hint) if a is not type(None)), True
+    return hint, False
+
+
 def parse_value(cls, key: str, text: str) -> Any:
-    """Convert ``--set key=value`` text to the type of field ``key`` of ``cls`` (a config dataclass)."""
-    by_name = {f.name: f for f in fields(cls)}
-    if key not in by_name:
-        raise ValueError(f"unknown {cls.__name__} field {key!r}; known: {', '.join(sorted(by_name))}")
-    default = by_name[key].default
+    """Convert ``--set key=value`` text to the type of field ``key`` of ``cls`` (a config dataclass).
+
+    ``none`` (or ``null``) is ``None`` for the fields that may be ``None``; lists are comma-separated
+    (``primitives=skip_connect,sep_conv_3x3``, ``arch_betas=0.5,0.999``). Every failure is one
+    ``ValueError`` line; the value's range is checked when the config is built.
+    """
+    kind, optional = _field_type(cls, key)
     if text.lower() in ("none", "null"):
-        return None
-    if key in ("primitives", "arch_betas"):
+        if optional:
+            return None
+        raise ValueError(f"{key}={text} is not valid: {key} cannot be none")
+    if get_origin(kind) is tuple:
         parts = [p.strip() for p in text.strip("()[]").split(",") if p.strip()]
-        return tuple(float(p) for p in parts) if key == "arch_betas" else tuple(parts)
-    if isinstance(default, bool):
+        if get_args(kind)[0] is float:
+            try:
+                return tuple(float(p) for p in parts)
+            except ValueError:
+                raise ValueError(f"{key}={text!r} is not valid: {key} must be numbers separated by commas, "
+                                 f"e.g. {key}=0.9,0.999") from None
+        if not parts:
+            raise ValueError(f"{key}={text!r} is not valid: {key} must name at least one op, separated by "
+                             f"commas, e.g. {key}={','.join(FAIR_DARTS_OPS[:2])}")
+        return tuple(parts)
+    if kind is bool:
         if text.lower() in ("1", "true", "yes", "on"):
             return True
         if text.lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"{key} must be true or false, got {text!r}")
-    try:
-        if isinstance(default, int) or key in ("subset", "test_subset", "image_size", "threads"):
+        raise ValueError(f"{key}={text!r} is not valid: {key} must be true or false")
+    if kind is int:
+        try:
             return int(text)
-        if isinstance(default, float):
+        except ValueError:
+            raise ValueError(f"{key}={text!r} is not valid: {key} must be an integer") from None
+    if kind is float:
+        try:
             return float(text)
-    except ValueError:
-        raise ValueError(f"{key} must be a number, got {text!r}") from None
+        except ValueError:
+            raise ValueError(f"{key}={text!r} is not valid: {key} must be a number") from None
     return text
 
 
@@ -249,5 +513,6 @@ def apply_sets(cls, pairs) -> Dict[str, Any]:
         if "=" not in pair:
             raise ValueError(f"--set expects key=value, got {pair!r}")
         key, text = pair.split("=", 1)
-        out[key.strip()] = parse_value(cls, key.strip(), text.strip())
+        key = cls.LEGACY_KEYS.get(key.strip(), key.strip())
+        out[key] = parse_value(cls, key, text.strip())
     return out

@@ -12,23 +12,26 @@ batch. Only rank 0 writes files and logs.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
 from .genotype import Genotype
 from .presets import TrainConfig
-from .search import (atomic_save, atomic_write_text, load_checkpoint_file, resolve_device, rng_state,
-                     seed_everything, set_rng_state)
+from .runs import (RunDir, check_resume_config, load_optimizer_state, load_state, open_run, rng_state,
+                   seed_everything, set_rng_state)
+from .search import resolve_device
+from .steps import DivergedError, check_finite
+from .zoo import resolve_arch
 
-CHECKPOINT_VERSION = 1
+# Fields that may differ when resuming (they do not change the math of the run).
+RESUME_FREE = ("device", "data_dir", "threads", "eval_batch_size")
 
 
 # --- distributed ---------------------------------------------------------------------------------------
@@ -90,6 +93,9 @@ def build_loaders(config: TrainConfig, device, dist_info: Dist = Dist()):
     info = DatasetInfo(info.name, info.num_classes, info.in_channels, x.shape[-1], info.mean, info.std)
     if config.batch_size % dist_info.world_size:
         raise ValueError(f"batch_size {config.batch_size} is not divisible by the {dist_info.world_size} processes")
+    if config.auxiliary and config.batch_size // dist_info.world_size < 2:
+        raise ValueError(f"batch_size {config.batch_size} leaves fewer than 2 images per process for "
+                         f"{dist_info.world_size} processes; the auxiliary head's BatchNorm needs at least 2")
     aug = Augment(crop_pad=config.crop_pad, flip=config.flip, cutout=config.cutout, autoaugment=config.autoaugment)
     train = TensorLoader(x, y, config.batch_size // dist_info.world_size, info, True, aug, config.seed,
                          rank=dist_info.rank, world_size=dist_info.world_size, device=device)
@@ -103,20 +109,6 @@ def build_network(config: TrainConfig, genotype: Genotype, in_channels: int, num
 
     return NetworkCIFAR(config.channels, num_classes, config.layers, config.auxiliary, genotype,
                         drop_path_prob=0.0, in_channels=in_channels)
-
-
-def resolve_arch(arch: Union[str, Genotype, Path]) -> Genotype:
-    """A Genotype from a Genotype, a zoo name, a genotype JSON file, or a search run directory."""
-    if isinstance(arch, Genotype):
-        return arch
-    p = Path(arch)
-    if p.is_dir():
-        p = p / "genotype.json"
-    if p.suffix == ".json" or p.is_file():
-        return Genotype.load(p)
-    from . import zoo
-
-    return zoo.get(str(arch))
 
 
 @torch.no_grad()
@@ -159,16 +151,41 @@ def format_record(r: dict, epochs: int) -> str:
 
 def run_train(config: TrainConfig, arch: Union[str, Genotype, Path], out_dir: Union[str, Path, None] = None,
               resume: bool = False, callback: Optional[Callable[[dict, torch.nn.Module], Optional[bool]]] = None,
-              progress: bool = True, log: Optional[Callable[[str], None]] = None) -> TrainResult:
+              progress: bool = True, log: Optional[Callable[[str], None]] = None,
+              command: Optional[Sequence[str]] = None) -> TrainResult:
     """Retrain the network of ``arch`` (a Genotype, a zoo name, a genotype file or a search run dir).
 
-    ``out_dir`` receives ``config.json``, ``genotype.json``, ``history.json`` and ``checkpoint.pt`` after
-    every epoch (atomic writes); ``resume`` continues from that checkpoint. ``callback(record, model)``
-    runs after every epoch; returning ``False`` stops. Under torchrun every process calls this function.
+    ``out_dir`` receives ``config.json``, ``genotype.json``, ``history.json``, ``checkpoint.pt`` after
+    every epoch (atomic writes) and ``provenance.json``; it is locked for this process while it runs.
+    ``resume`` continues from that checkpoint (a changed config or genotype is refused).
+    ``callback(record, model)`` runs after every epoch; returning ``False`` stops. A non-finite loss,
+    weight or buffer stops the run with :class:`DivergedError`. Under torchrun every process calls this
+    function; only rank 0 writes.
     """
+    dist_info = init_distributed(config.device)
+    genotype = resolve_arch(arch)
+    if out_dir is None or not dist_info.main:
+        if resume and out_dir is None:
+            raise ValueError("resume needs the run directory (out_dir / --out)")
+        ckpt = None
+        if resume:  # other ranks read rank 0's checkpoint (not locked: only rank 0 writes)
+            from .runs import load_checkpoint_file
+            ckpt = load_checkpoint_file(Path(out_dir) / "checkpoint.pt", "train")
+        return _train(config, genotype, None, ckpt, dist_info, callback, progress, log)
+    with open_run(out_dir, "train", resume, command) as run:
+        ckpt = run.load_checkpoint() if resume else None
+        if ckpt is not None:
+            if Genotype.from_dict(ckpt["genotype"]) != genotype:
+                raise ValueError(f"cannot resume {run.path}: it was trained with another genotype")
+            check_resume_config(TrainConfig.from_dict(ckpt["config"]).to_dict(), config.to_dict(), RESUME_FREE,
+                                run.path)
+        return _train(config, genotype, run, ckpt, dist_info, callback, progress, log)
+
+
+def _train(config: TrainConfig, genotype: Genotype, run: Optional[RunDir], ckpt: Optional[dict], dist_info: Dist,
+           callback, progress: bool, log) -> TrainResult:
     from tqdm.auto import tqdm
 
-    dist_info = init_distributed(config.device)
     if log is None:
         log = tqdm.write if progress else (lambda line: None)
     if not dist_info.main:
@@ -179,15 +196,6 @@ def run_train(config: TrainConfig, arch: Union[str, Genotype, Path], out_dir: Un
     if device.type == "cuda" and dist_info.enabled:
         device = torch.device("cuda", dist_info.local_rank)
         torch.cuda.set_device(device)
-    genotype = resolve_arch(arch)
-    out = Path(out_dir) if out_dir is not None else None
-    ckpt = None
-    if resume:
-        if out is None:
-            raise ValueError("resume needs the run directory (out_dir / --out)")
-        ckpt = load_checkpoint_file(out / "checkpoint.pt", "train")
-        if Genotype.from_dict(ckpt["genotype"]) != genotype:
-            raise ValueError(f"cannot resume {out}: it was trained with another genotype")
 
     seed_everything(config.seed)
     train_loader, test_loader, info = build_loaders(config, device, dist_info)
@@ -198,12 +206,12 @@ def run_train(config: TrainConfig, arch: Union[str, Genotype, Path], out_dir: Un
     history: List[dict] = []
     start = 0
     if ckpt is not None:
-        net.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
+        load_state(net, ckpt["model"], "the evaluation network")
+        load_optimizer_state(optimizer, ckpt["optimizer"], "optimizer")
+        load_optimizer_state(scheduler, ckpt["scheduler"], "learning-rate schedule")
         history, start = list(ckpt["history"]), int(ckpt["epoch"])
         set_rng_state(ckpt["rng"])
-        log(f"resumed {out} after epoch {start}/{config.epochs}")
+        log(f"resumed after epoch {start}/{config.epochs}")
     if dist_info.enabled:
         # Every process starts from rank 0's weights (DDP broadcasts them); drop-path masks differ per rank.
         torch.manual_seed(config.seed + 1000 * dist_info.rank + start)
@@ -212,10 +220,9 @@ def run_train(config: TrainConfig, arch: Union[str, Genotype, Path], out_dir: Un
         model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     else:
         model = net
-    if out is not None and dist_info.main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=1) + "\n")
-        genotype.save(out / "genotype.json")
+    if run is not None:
+        run.write_json("config.json", config.to_dict(), indent=1)
+        genotype.save(run.path / "genotype.json")
 
     for epoch in range(start, config.epochs):
         t0 = time.time()
@@ -224,6 +231,7 @@ def run_train(config: TrainConfig, arch: Union[str, Genotype, Path], out_dir: Un
         net.drop_path_prob = config.drop_path_prob * epoch / config.epochs  # linear ramp, as DARTS
         sums = {"loss": torch.zeros((), device=device), "correct": torch.zeros((), device=device),
                 "n": torch.zeros((), device=device)}
+        finite = []
         bar = tqdm(train_loader.epoch(epoch), total=len(train_loader), desc=f"epoch {epoch + 1}/{config.epochs}",
                    leave=False, disable=not progress, file=sys.stderr)
         for x, y in bar:
@@ -235,10 +243,13 @@ def run_train(config: TrainConfig, arch: Union[str, Genotype, Path], out_dir: Un
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
             optimizer.step()
+            finite.append(torch.isfinite(total.detach()))
             sums["loss"] += loss.detach() * len(y)
             sums["correct"] += (logits.detach().argmax(1) == y).sum()
             sums["n"] += len(y)
         bar.close()
+        check_finite(finite, net, "training", epoch, kept=
+                     f"{run.checkpoint_path} keeps epoch {epoch}" if run is not None and epoch else "")
         scheduler.step()
         s = _all_reduce(sums, dist_info)
         test = evaluate(net, test_loader, dist_info)
@@ -246,17 +257,16 @@ def run_train(config: TrainConfig, arch: Union[str, Genotype, Path], out_dir: Un
                   "test_loss": test["loss"], "test_acc": test["acc"], "lr": lr,
                   "drop_path_prob": net.drop_path_prob, "seconds": time.time() - t0}
         history.append(record)
-        if out is not None and dist_info.main:
-            atomic_write_text(out / "history.json", json.dumps(history) + "\n")
-            atomic_save({"kind": "train", "version": CHECKPOINT_VERSION, "epoch": epoch + 1,
-                         "config": config.to_dict(), "genotype": genotype.to_dict(), "model": net.state_dict(),
-                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "history": history, "rng": rng_state()}, out / "checkpoint.pt")
+        if run is not None:
+            run.write_json("history.json", history)
+            run.save_checkpoint({"epoch": epoch + 1, "config": config.to_dict(), "genotype": genotype.to_dict(),
+                                 "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                                 "scheduler": scheduler.state_dict(), "history": history, "rng": rng_state()})
         log(format_record(record, config.epochs))
         if callback is not None and callback(record, net) is False:
             log(f"stopped by the callback after epoch {epoch + 1}")
             break
-    return TrainResult(history, net.eval(), genotype, out, config)
+    return TrainResult(history, net.eval(), genotype, None if run is None else run.path, config)
 
 
 # --- evaluating a checkpoint ---------------------------------------------------------------------------
@@ -269,9 +279,16 @@ def evaluate_checkpoint(path: Union[str, Path], arch: Union[str, Genotype, Path,
     from . import network
     from .data import TensorLoader, balanced_subset, dataset_info, load_dataset, resize
 
+    if batch_size < 1:
+        raise ValueError(f"the batch size must be at least 1; got {batch_size}")
+    if test_subset is not None and test_subset < 1:
+        raise ValueError(f"the test subset must hold at least 1 image (None: the whole test set); got {test_subset}")
     dev = resolve_device(device)
     raw = network.load_checkpoint(path)
     if isinstance(raw, dict) and raw.get("kind") == "train":
+        missing = [k for k in ("config", "genotype", "model") if k not in raw]
+        if missing:
+            raise ValueError(f"checkpoint {path} lacks {', '.join(missing)} (damaged or edited by hand)")
         config = TrainConfig.from_dict(raw["config"])
         genotype = Genotype.from_dict(raw["genotype"])
         if arch is not None and resolve_arch(arch) != genotype:

@@ -3,7 +3,9 @@
 A cell drawing shows the two inputs ``c_{k-2}``, ``c_{k-1}`` (nodes 0 and 1), the intermediate nodes
 2..5 and the output ``c_{k}``, which concatenates the *live* intermediate nodes. Isolated nodes (no
 input from a cell input or a live node, see :func:`fairdarts_core.genotype.live_nodes`) are drawn grey,
-with grey dashed edges and no edge to the output: the evaluation network never computes them.
+with grey dashed edges and no edge to the output: the evaluation network never computes them. A cell with
+no live node at all is still drawn (the drawing shows why), but its output is drawn grey and labelled
+``c_{k}: no live node``, so the picture cannot pass for a working cell.
 """
 from __future__ import annotations
 
@@ -45,7 +47,11 @@ def _draw_cell(g: graphviz.Digraph, edges: Sequence[Edge], steps: int, prefix: s
         else:
             g.node(ids[node], str(node), fillcolor=ISOLATED_FILL, color=ISOLATED_LINE,
                    fontcolor=ISOLATED_LINE, style="filled,dashed", tooltip="isolated: dropped")
-    g.node(ids["out"], "c_{k}", fillcolor=OUTPUT_COLOR)
+    if live:
+        g.node(ids["out"], "c_{k}", fillcolor=OUTPUT_COLOR)
+    else:  # nothing reaches the output: the evaluation network refuses such a cell
+        g.node(ids["out"], "c_{k}: no live node", fillcolor=ISOLATED_FILL, color=ISOLATED_LINE,
+               fontcolor=ISOLATED_LINE, style="filled,dashed", tooltip="no live node: the cell outputs nothing")
 
     alive = live | {0, 1}
     for op, to, src in edges:
@@ -223,7 +229,9 @@ def edge_trajectories(history: Sequence[dict], primitives: Sequence[str], cell: 
     conv = [k for k, p in enumerate(prims) if p.startswith(CONV_PREFIXES)]
     if not conv:
         raise ValueError("the op set has no convolution")
-    W = np.asarray([r[f"{cell}_weight"] for r in history], dtype=np.float64)  # (epochs, edges, ops)
+    from .analysis import history_weights
+
+    W = np.asarray(history_weights(history, cell), dtype=np.float64)  # (epochs, edges, ops)
     if W.ndim != 3 or W.shape[2] != len(prims):
         raise ValueError(f"the history's {cell}_weight matrices do not have {len(prims)} columns")
     best = np.asarray(conv)[W[:, :, conv].argmax(axis=2)]

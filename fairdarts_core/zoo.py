@@ -14,10 +14,17 @@ converted with :meth:`Genotype.from_pairs`.
     >>> from fairdarts_core import zoo
     >>> zoo.get("FairDARTS_a").concat("normal")
     [2, 4, 5]
+
+:func:`resolve_arch` is the one way the library turns what a user names (a Genotype, a published cell, a
+genotype JSON file, a search run directory) into a :class:`Genotype`.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+import difflib
+import os
+import reprlib
+from pathlib import Path
+from typing import Dict, List, Tuple, Union
 
 from .genotype import Genotype
 
@@ -175,3 +182,44 @@ def all_genotypes() -> Dict[str, Genotype]:
 def fair_darts_names() -> List[str]:
     """The seven Fair DARTS cells."""
     return [n for n in NAMES if n.startswith("FairDARTS_")]
+
+
+GENOTYPE_FILE = "genotype.json"
+"""The file a search run directory keeps its derived cells in."""
+
+ACCEPTED = (f"a published cell ({', '.join(NAMES)}), a genotype JSON file, or a search run directory "
+            f"holding {GENOTYPE_FILE}")
+"""What :func:`resolve_arch` accepts, in words (its error messages list it)."""
+
+
+def resolve_arch(arch: Union[Genotype, str, "os.PathLike[str]"]) -> Genotype:
+    """The architecture ``arch`` names, as a :class:`Genotype`.
+
+    ``arch`` is a Genotype (returned as it is), the name of a published cell (``"FairDARTS_a"``; a name
+    wins over a file of the same name: write ``./FairDARTS_a`` for the file), a genotype JSON file (as
+    written by :meth:`Genotype.save`), or a search run directory (its ``genotype.json``). Anything else is
+    one ``ValueError`` line that lists what is accepted.
+    """
+    if isinstance(arch, Genotype):
+        return arch
+    if isinstance(arch, str) and arch in _PUBLISHED:
+        return get(arch)
+    if not isinstance(arch, (str, os.PathLike)) or str(arch) == "":
+        raise ValueError(f"an architecture is {ACCEPTED}; got {type(arch).__name__} {reprlib.repr(arch)}")
+    path = Path(arch)
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except OSError as e:  # a name too long for the file system, a directory we may not read
+        raise ValueError(f"cannot look up architecture {reprlib.repr(str(arch))}: {e.strerror}; "
+                         f"an architecture is {ACCEPTED}") from None
+    if is_dir:
+        if not (path / GENOTYPE_FILE).is_file():
+            raise ValueError(f"{path} is a directory without {GENOTYPE_FILE} (not a finished search run); "
+                             f"an architecture is {ACCEPTED}")
+        return Genotype.load(path / GENOTYPE_FILE)
+    if is_file:
+        return Genotype.load(path)
+    close = difflib.get_close_matches(str(arch), NAMES, n=1)
+    guess = f" (did you mean {close[0]}?)" if close else ""
+    raise ValueError(f"unknown architecture {reprlib.repr(str(arch))}{guess}: no published cell, file or directory "
+                     f"of that name; an architecture is {ACCEPTED}")

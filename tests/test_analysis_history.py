@@ -52,7 +52,9 @@ def test_counts_shares_and_series_follow_a_collapse():
 def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match="shape"):
         dominant_ops(np.zeros((14, 5)), OPS)
-    with pytest.raises(ValueError, match="no 'middle_weight'"):
+    with pytest.raises(ValueError, match="cell must be 'normal' or 'reduce', got 'middle'"):
         dominant_op_counts([{"normal_weight": []}], OPS, cell="middle")
+    with pytest.raises(ValueError, match="record 2 has no 'reduce_weight'"):  # a ValueError, never a KeyError
+        history_series([{"reduce_weight": np.zeros((14, 7))}, {"normal_weight": []}], OPS, cell="reduce")
     with pytest.raises(ValueError, match="not among"):
         op_weight(np.zeros((14, 7)), OPS, "none")

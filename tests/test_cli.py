@@ -68,6 +68,16 @@ def call(capsys, *args):
     return rc, out.out, out.err
 
 
+def refused(capsys, monkeypatch, folder, make, command, args, words) -> None:
+    """In ``folder`` (after ``make(folder)``), ``fairdarts COMMAND ARGS`` exits 2 with one line holding ``words``."""
+    monkeypatch.chdir(folder)
+    if make:
+        make(folder)
+    rc, out, err = call(capsys, command, *args)
+    assert rc == 2 and out == ""
+    assert_one_line_error(err, command, *words)
+
+
 # --- as a user would: subprocesses ------------------------------------------------------------------------
 
 def test_help_lists_the_commands(tmp_path):
@@ -203,12 +213,7 @@ def test_parse_run_dir_reads_config(tmp_path, capsys):
      ("run",), ["unknown op 'conv_9x9'"]),
 ])
 def test_parse_errors(npy, capsys, monkeypatch, make, args, words):
-    monkeypatch.chdir(npy)
-    if make:
-        make(npy)
-    rc, out, err = call(capsys, "parse", *args)
-    assert rc == 2 and out == ""
-    assert_one_line_error(err, "parse", *words)
+    refused(capsys, monkeypatch, npy, make, "parse", args, words)
 
 
 # --- flops ------------------------------------------------------------------------------------------------
@@ -254,7 +259,7 @@ def test_flops_genotype_file_and_sizes(tmp_path, capsys, fake_profile):
 
 @pytest.mark.parametrize("make, args, words", [
     (None, ("--arch", "FairDARTS_z"), ["unknown architecture 'FairDARTS_z'", "FairDARTS_a"]),
-    (None, ("--genotype", "missing.json"), ["not found"]),
+    (None, ("--genotype", "missing.json"), ["missing.json", "no published cell, file or directory"]),
     (lambda d: (d / "g.json").write_text("{not json"), ("--genotype", "g.json"), ["not valid JSON"]),
     (lambda d: (d / "g.json").write_text('{"normal": [["conv_9x9", 2, 0]], "reduce": []}'),
      ("--genotype", "g.json"), ["unknown op 'conv_9x9'"]),
@@ -263,12 +268,7 @@ def test_flops_genotype_file_and_sizes(tmp_path, capsys, fake_profile):
     (None, ("--arch", "FairDARTS_a", "--channels", "3"), ["--channels"]),
 ])
 def test_flops_errors(tmp_path, capsys, monkeypatch, fake_profile, make, args, words):
-    monkeypatch.chdir(tmp_path)
-    if make:
-        make(tmp_path)
-    rc, out, err = call(capsys, "flops", *args)
-    assert rc == 2 and out == ""
-    assert_one_line_error(err, "flops", *words)
+    refused(capsys, monkeypatch, tmp_path, make, "flops", args, words)
     assert fake_profile == []
 
 
@@ -287,7 +287,7 @@ def test_plot_one_cell(tmp_path, capsys):
 @pytest.mark.parametrize("args, words", [
     (("--arch", "FairDARTS_a", "--out", "a.txt"), [".svg, .png or .pdf"]),
     (("--arch", "nope", "--out", "a.svg"), ["unknown architecture"]),
-    (("--genotype", "missing.json", "--out", "a.svg"), ["not found"]),
+    (("--genotype", "missing.json", "--out", "a.svg"), ["missing.json", "no published cell, file or directory"]),
     (("--arch", "FairDARTS_a", "--out", "no/dir/a.svg"), ["does not exist"]),
 ])
 def test_plot_errors(tmp_path, capsys, monkeypatch, args, words):
@@ -303,3 +303,184 @@ def test_plot_without_dot(tmp_path, capsys, monkeypatch):
     rc, _, err = call(capsys, "plot", "--arch", "FairDARTS_a", "--out", tmp_path / "a.svg")
     assert rc == 2
     assert_one_line_error(err, "plot", "apt-get install graphviz")
+
+
+# --- the command's own promises: options declared once, one-line errors, KeyError is a bug ----------------
+
+def options(command: str) -> set:
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, cli.argparse._SubParsersAction))
+    return {s for a in sub.choices[command]._actions for s in a.option_strings}
+
+
+def test_shared_run_options_are_declared_for_every_run_command():
+    shared = {"--out", "--resume", "--json", "--set", "--threads", "--device"}
+    assert shared <= options("search") and shared <= options("train")
+    assert {"--out", "--json", "--set", "--threads"} <= options("mechanism")
+    assert {"--json", "--threads", "--device"} <= options("evaluate") and "--resume" not in options("evaluate")
+    for command in ("parse", "flops", "plot", "bench"):
+        assert "--json" in options(command)
+    assert set(cli.COMMANDS) == {"search", "parse", "flops", "plot", "mechanism", "train", "evaluate", "bench"}
+
+
+def test_config_overrides_flags_beat_set_and_unset_flags_leave_the_preset():
+    from fairdarts_core.presets import SearchConfig
+    ns = cli.argparse.Namespace(set=["epochs=3", "lr=0.5"], epochs=None, threads=2, device=None, relaxation="softmax")
+    assert cli.config_overrides(SearchConfig, ns, ("epochs", "relaxation")) == {
+        "epochs": 3, "lr": 0.5, "threads": 2, "relaxation": "softmax"}
+    ns.epochs = 7
+    assert cli.config_overrides(SearchConfig, ns, ("epochs",))["epochs"] == 7
+
+
+def test_help_in_process_returns_zero(capsys):
+    assert cli.main(["--help"]) == 0 and "search" in capsys.readouterr().out
+    assert cli.main([]) == 2
+
+
+def test_key_error_is_a_bug_not_a_user_error(monkeypatch):
+    def broken(args):
+        raise KeyError("a bug")
+    monkeypatch.setattr(cli, "run_parse", broken)
+    with pytest.raises(KeyError):
+        cli.main(["parse"])
+
+
+@pytest.mark.parametrize("args, words", [
+    (("evaluate", "--checkpoint", "c.pt", "--arch", "FairDARTS_a", "--batch-size", "0"),
+     ["--batch-size", "positive integer", "got 0"]),
+    (("evaluate", "--checkpoint", "c.pt", "--arch", "FairDARTS_a", "--subset", "-5"),
+     ["--subset", "positive integer", "got -5"]),
+    (("evaluate", "--checkpoint", "c.pt", "--batch-size", "many"), ["--batch-size", "'many'"]),
+    (("mechanism", "--depth", "0", "--out", "m.json"), ["--depth", "got 0"]),
+    (("mechanism", "--steps", "0", "--out", "m.json"), ["--steps", "got 0"]),
+    (("search", "--preset", "smoke", "--epochs", "0", "--out", "run"), ["--epochs"]),
+    (("search", "--preset", "smoke", "--threads", "-1", "--out", "run"), ["--threads"]),
+    (("train", "--arch", "FairDARTS_a", "--preset", "nope"), ["--preset", "invalid choice"]),
+])
+def test_bad_arguments_are_one_line_and_touch_nothing(tmp_path, capsys, monkeypatch, args, words):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.pt").write_bytes(b"checkpoint bytes")
+    (tmp_path / "m.json").write_text('{"earlier": "result"}')
+    rc, out, err = call(capsys, *args)
+    assert rc == 2 and out == ""
+    assert_one_line_error(err, args[0], *words)
+    assert (tmp_path / "c.pt").read_bytes() == b"checkpoint bytes"
+    assert (tmp_path / "m.json").read_text() == '{"earlier": "result"}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt", "m.json"]
+
+
+def test_set_with_an_empty_primitives_list_is_one_line(tmp_path, capsys):
+    rc, out, err = call(capsys, "search", "--preset", "smoke", "--set", "primitives=", "--out", tmp_path / "run")
+    assert rc == 2 and out == ""
+    assert_one_line_error(err, "search", "primitives")
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_needs_out(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = call(capsys, "search", "--preset", "smoke", "--resume")
+    assert rc == 2
+    assert_one_line_error(err, "search", "--resume needs --out")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- genotypes that must be refused at once -------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, words", [
+    ('{"normal": [], "reduce": [], "steps": 100000000}', ["g.json", "steps", "up to 15", "DARTS has 4"]),
+    ("[" * 100000 + "]" * 100000, ["g.json", "nested too deeply"]),
+    ('{"normal": [' + "[" * 100000 + "]" * 100000 + '], "reduce": []}', ["g.json", "nested too deeply"]),
+])
+@pytest.mark.parametrize("command", ["flops", "plot"])
+def test_hostile_genotype_files_are_one_line(tmp_path, capsys, monkeypatch, fake_profile, text, words, command):
+    import time
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "g.json").write_text(text)
+    extra = ("--out", "g.svg") if command == "plot" else ()
+    start = time.perf_counter()
+    rc, out, err = call(capsys, command, "--genotype", "g.json", *extra)
+    assert time.perf_counter() - start < 10  # refused at once: 10^8 nodes used to hang here
+    assert rc == 2 and out == ""
+    assert_one_line_error(err, command, *words)
+    assert fake_profile == [] and not (tmp_path / "g.svg").exists()
+    assert (tmp_path / "g.json").read_text() == text
+
+
+# --- plot: a cell with no live node ------------------------------------------------------------------------
+
+def test_plot_draws_a_cell_without_live_node_and_says_so(tmp_path, capsys):
+    # normal cell: node 2 has no input, node 3 is fed by node 2 only; the reduction cell is fine
+    Genotype((("skip_connect", 3, 2),), (("max_pool_3x3", 2, 0),)).save(tmp_path / "g.json")
+    rc, out, err = call(capsys, "plot", "--genotype", tmp_path / "g.json", "--out", tmp_path / "g.svg", "--json")
+    assert rc == 0
+    payload = json.loads(out)
+    assert payload["no_live_node"] == ["normal"] and payload["out"] == str(tmp_path / "g.svg")
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fairdarts plot: warning: the normal cell of ")
+    assert "no live node" in lines[0] and "drawn anyway" in lines[0]
+    assert "no live node" in (tmp_path / "g.svg").read_text()  # the drawing says so too
+    # drawing only the reduction cell: nothing to warn about, and the JSON keys are the usual ones
+    rc, out, err = call(capsys, "plot", "--genotype", tmp_path / "g.json", "--out", tmp_path / "r.svg",
+                        "--cell", "reduce", "--json")
+    assert rc == 0 and err == "" and set(json.loads(out)) == {"arch", "cell", "out"}
+
+
+# --- parse: weights that are not relaxed weights -------------------------------------------------------------
+
+@pytest.mark.parametrize("matrix, words", [
+    (NORMAL + 0.1j, ["bad.npy", "complex"]),
+    (NORMAL - 0.5, ["bad.npy", "[0, 1]", "-0.45"]),
+    (NORMAL * 2, ["bad.npy", "[0, 1]", "1.94"]),
+])
+def test_parse_refuses_weights_that_are_not_relaxed(npy, capsys, monkeypatch, matrix, words):
+    monkeypatch.chdir(npy)
+    np.save(npy / "bad.npy", matrix)
+    (npy / "g.json").write_text("earlier genotype")
+    rc, out, err = call(capsys, "parse", "--normal", "bad.npy", "--reduce", "R.npy", "--out", "g.json")
+    assert rc == 2 and out == ""
+    assert_one_line_error(err, "parse", *words)
+    assert (npy / "g.json").read_text() == "earlier genotype"
+
+
+def test_parse_config_json_nested_too_deeply(tmp_path, capsys):
+    np.save(tmp_path / "normal_weight.npy", NORMAL)
+    np.save(tmp_path / "reduce_weight.npy", REDUCE)
+    (tmp_path / "config.json").write_text("[" * 100000 + "]" * 100000)
+    rc, out, err = call(capsys, "parse", tmp_path)
+    assert rc == 2 and out == ""
+    assert_one_line_error(err, "parse", "config.json", "nested too deeply")
+
+
+def test_flops_bounds_the_network(capsys, fake_profile):
+    for args, word in ((("--channels", "100000000"), "--channels"), (("--layers", "100000"), "--layers")):
+        rc, _, err = call(capsys, "flops", "--arch", "FairDARTS_a", *args)
+        assert rc == 2
+        assert_one_line_error(err, "flops", word, "[")
+    assert fake_profile == []
+
+
+def parsed(*argv):
+    return cli.build_parser().parse_args([str(a) for a in argv])
+
+
+def test_run_options_build_the_configs():
+    cfg = cli.search_config(parsed("search", "--preset", "smoke", "--relaxation", "softmax", "--epochs", "3",
+                                   "--threads", "2", "--device", "cpu", "--set", "lr=0.5"))
+    assert (cfg.relaxation, cfg.parse_method, cfg.epochs, cfg.threads, cfg.device, cfg.lr) == (
+        "softmax", None, 3, 2, "cpu", 0.5)
+    cfg = cli.search_config(parsed("search", "--preset", "smoke", "--relaxation", "softmax",
+                                   "--set", "parse_method=threshold_edge"))
+    assert cfg.parse_method == "threshold_edge"  # --set names the rule: the relaxation does not reset it
+    cfg = cli.train_config(parsed("train", "--arch", "FairDARTS_a", "--preset", "smoke", "--epochs", "2",
+                                  "--threads", "3", "--set", "cutout=0"))
+    assert (cfg.epochs, cfg.threads, cfg.cutout) == (2, 3, 0)
+
+
+def test_mechanism_options_build_its_config():
+    from fairdarts_core.mechanism import ChainConfig
+    assert cli.mechanism_config(parsed("mechanism")) == ChainConfig()  # the flags' defaults are ChainConfig's
+    cfg = cli.mechanism_config(parsed("mechanism", "--depth", "4", "--ops", "skip_connect, sep_conv_3x3",
+                                      "--set", "channels=8", "--set", "steps=7", "--steps", "9"))
+    assert (cfg.depth, cfg.ops, cfg.channels, cfg.steps) == (4, ("skip_connect", "sep_conv_3x3"), 8, 9)
+    with pytest.raises(ValueError, match="depth"):
+        cli.mechanism_config(parsed("mechanism", "--set", "depth=0"))  # --set is checked by ChainConfig

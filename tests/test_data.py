@@ -67,6 +67,58 @@ def test_missing_data_set_from_the_cli(tmp_path, monkeypatch, capsys):
     assert len(err.strip().splitlines()) == 1 and "dataset-fashion-mnist" in err
 
 
+def _damaged_fashion(tmp_path, monkeypatch, damage) -> Path:
+    """A Fashion-MNIST copy in tmp_path whose training-images file ``damage`` rewrites; returns that file."""
+    monkeypatch.setattr(data, "SYSTEM_DIRS", [])
+    fake_fashion(tmp_path)
+    path = tmp_path / "fashion-mnist" / "train-images-idx3-ubyte.gz"
+    path.write_bytes(damage(path.read_bytes()))
+    return path
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda raw: raw[: len(raw) // 2], "Compressed file ended before the end-of-stream marker was reached"),
+    (lambda raw: b"not gzip at all" + raw, "Not a gzipped file"),
+    (lambda raw: raw[:10] + bytes(b ^ 0xFF for b in raw[10:40]) + raw[40:], "the file is truncated or corrupt"),
+    (lambda raw: gzip.compress(b"\x00\x00\x08\x03\x00\x00"), "is truncated: its header announces 3 dimensions"),
+    (lambda raw: gzip.compress(gzip.decompress(raw)[:-5]), "is damaged: its header announces 31360 values, the file holds 31355"),
+])
+def test_a_damaged_gz_is_one_line_naming_the_file(tmp_path, monkeypatch, damage, words):
+    path = _damaged_fashion(tmp_path, monkeypatch, damage)
+    with pytest.raises(DataError) as e:
+        load_dataset("fashion-mnist", True, data_dir=tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg and str(path) in msg and words in msg
+
+
+def test_a_labels_file_with_a_label_out_of_range_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "SYSTEM_DIRS", [])
+    fake_fashion(tmp_path)
+    labels = tmp_path / "fashion-mnist" / "train-labels-idx1-ubyte.gz"
+    write_idx(labels, np.full(40, 12))
+    with pytest.raises(DataError, match="holds label 12; Fashion-MNIST labels are 0..9") as e:
+        load_dataset("fashion-mnist", True, data_dir=tmp_path)
+    assert str(labels) in str(e.value)
+
+
+def test_an_uncompressed_truncated_idx_file_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "SYSTEM_DIRS", [])
+    d = fake_fashion(tmp_path) / "fashion-mnist"
+    raw = gzip.decompress((d / "train-images-idx3-ubyte.gz").read_bytes())
+    (d / "train-images-idx3-ubyte.gz").unlink()
+    (d / "train-images-idx3-ubyte").write_bytes(raw[:-100])
+    with pytest.raises(DataError, match="train-images-idx3-ubyte is damaged: its header announces"):
+        load_dataset("fashion-mnist", True, data_dir=tmp_path)
+
+
+def test_split_sizes_are_the_published_ones():
+    assert data.split_size("cifar10", True) == 50000 and data.split_size("cifar100", False) == 10000
+    assert data.split_size("fashion-mnist", True) == 60000
+    assert data.search_split(1280, 0.5) == (640, 640) and data.search_split(5, 0.5) == (2, 3)
+    with pytest.raises(ValueError, match="train_portion must be in"):
+        data.search_split(10, 1.0)
+
+
 def test_missing_cifar_without_download_is_a_one_line_error(tmp_path):
     with pytest.raises(DataError) as e:
         data.load_dataset("cifar10", True, data_dir=tmp_path, download=False)
@@ -86,6 +138,13 @@ def test_balanced_subset_is_balanced_in_every_prefix():
     assert torch.bincount(labels[idx[:100]], minlength=10).tolist() == [10] * 10  # the weights half
     assert torch.equal(idx, balanced_subset(labels, 200, seed=1))
     assert not torch.equal(idx, balanced_subset(labels, 200, seed=2))
+
+
+def test_a_subset_outside_the_split_is_refused():
+    labels = torch.arange(100) % 10
+    for n in (-5, 0, 101):
+        with pytest.raises(ValueError, match=f"a subset of {n} images asked from a split of 100: a subset holds 1 to 100"):
+            balanced_subset(labels, n)
 
 
 def test_search_split(tmp_path, monkeypatch):
@@ -138,3 +197,31 @@ def test_distributed_shares_are_disjoint():
         seen.append(torch.cat([loader._indices(4, 0)]))
     assert len(set(seen[0].tolist()) & set(seen[1].tolist())) == 0
     assert len(set(seen[0].tolist()) | set(seen[1].tolist())) == 50
+
+
+def test_a_zero_batch_size_is_refused():
+    with pytest.raises(ValueError, match="batch_size=0 is not valid: batch_size must be an integer >= 1"):
+        TensorLoader(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.zeros(4, dtype=torch.long), 0,
+                     dataset_info("fashion-mnist"), train=False)
+
+
+@pytest.mark.parametrize("n, train, sizes", [
+    (33, True, [16, 16]),        # a last batch of one image is left out of a training epoch
+    (34, True, [16, 16, 2]),
+    (33, False, [16, 16, 1]),    # evaluation sees every image
+    (1, True, [1]),              # unless it is the only one
+])
+def test_a_training_epoch_leaves_out_a_last_batch_of_one(n, train, sizes):
+    loader = TensorLoader(torch.zeros(n, 1, 8, 8, dtype=torch.uint8), torch.arange(n) % 10, 16,
+                          dataset_info("fashion-mnist"), train=train)
+    assert [len(y) for _, y in loader.epoch(0)] == sizes and len(loader) == len(sizes)
+    assert [len(y) for _, y in loader.epoch(0, n_batches=5)][:len(sizes)] == sizes
+
+
+def test_a_batch_of_one_image_breaks_the_auxiliary_head():
+    # why the rule above exists: BatchNorm in training mode cannot normalise one value per channel
+    from fairdarts_core.network import NetworkCIFAR
+
+    model = NetworkCIFAR(4, 10, 3, True, "FairDARTS_a", in_channels=1)
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        model(torch.randn(1, 1, 32, 32))

@@ -3,20 +3,20 @@ whole search steps. (Correctness only; speed is measured by ``fairdarts bench se
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from fairdarts_core import DARTS_OPS, FAIR_DARTS_OPS, Supernet
-from fairdarts_core import fast
+from fairdarts_core import Supernet, fast, fast_layout, fast_memory
 from fairdarts_core.cli import main
-from fairdarts_core.presets import SearchConfig
-from fairdarts_core.search import bilevel_step, build_optimizers
+from fairdarts_core.fast import FastOptions
+from fairdarts_core.ops import OP_SETS, FactorizedReduce, SepConv
+from fairdarts_core.steps import ZeroOne, bilevel_step
 
 TOL = {torch.float64: 1e-9, torch.float32: 1e-4}
-OP_SETS = {"fair_darts": FAIR_DARTS_OPS, "darts": DARTS_OPS}
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor, floor: float = 0.0) -> float:
@@ -25,16 +25,18 @@ def rel_err(a: torch.Tensor, b: torch.Tensor, floor: float = 0.0) -> float:
     return (a - b).abs().max().item() / scale if scale else (a - b).abs().max().item()
 
 
-def twin_models(relaxation="sigmoid", op_set="fair_darts", dtype=torch.float64, noise=0.0, **kw):
-    """A reference-path supernet and a fast-path copy of it (same parameters and buffers)."""
+def twin_models(relaxation="sigmoid", op_set="fair_darts", dtype=torch.float64, noise=0.0,
+                options: FastOptions = FastOptions(), **kw):
+    """A reference-formulation supernet and a fast-formulation copy of it with ``options`` (same parameters
+    and buffers)."""
     torch.manual_seed(0)
     cfg = dict(channels=4, layers=5, in_channels=1, relaxation=relaxation, primitives=OP_SETS[op_set],
-               alpha_init_std=0.5, path="reference")
+               alpha_init_std=0.5, formulation="reference")
     cfg.update(kw)
     ref = Supernet(**cfg).to(dtype)
     ref.skip_noise_std = noise
     fst = copy.deepcopy(ref)
-    fst.set_path("fast")
+    fst.set_formulation("fast", options)
     return ref, fst
 
 
@@ -49,7 +51,7 @@ def forward_backward(model, x, y, seed=7):
     torch.manual_seed(seed)  # noise on skip: the same draws for both paths
     out = model(x)
     loss = F.cross_entropy(out, y)
-    grads = torch.autograd.grad(loss, model.weights() + model.arch_parameters())
+    grads = torch.autograd.grad(loss, model.network_parameters() + model.arch_parameters())
     return out, grads, [b.clone() for b in model.buffers()]
 
 
@@ -60,9 +62,9 @@ def assert_same(a, b, tol, what, floor=0.0):
 
 # The tiny test cells are below the default memory_min_elements: force the memory options on.
 MEMORY_SETTINGS = {
-    "plain": {"recompute": "none", "rebuild_cheap": False},
-    "recompute_all": {"recompute": "all", "memory_min_elements": 0},
-    "rebuild": {"recompute": "none", "rebuild_cheap": True, "memory_min_elements": 0},
+    "plain": FastOptions(recompute="none", rebuild_cheap=False),
+    "recompute_all": FastOptions(recompute="all", memory_min_elements=0),
+    "rebuild": FastOptions(recompute="none", rebuild_cheap=True, memory_min_elements=0),
 }
 
 
@@ -70,19 +72,17 @@ MEMORY_SETTINGS = {
 @pytest.mark.parametrize("relaxation", ["sigmoid", "softmax"])
 @pytest.mark.parametrize("dtype,noise", [(torch.float64, 0.0), (torch.float64, 0.7), (torch.float32, 0.7)])
 @pytest.mark.parametrize("memory", list(MEMORY_SETTINGS))
-def test_train_mode_outputs_gradients_and_running_stats(op_set, relaxation, dtype, noise, memory, monkeypatch):
+def test_train_mode_outputs_gradients_and_running_stats(op_set, relaxation, dtype, noise, memory):
     """Same output, weight and alpha gradients and BN buffers (updated exactly once, also when a
     checkpointed cell is recomputed), with each memory setting of the fast path."""
-    for key, value in MEMORY_SETTINGS[memory].items():
-        monkeypatch.setitem(fast.OPTIONS, key, value)
-    ref, fst = twin_models(relaxation, op_set, dtype, noise)
+    ref, fst = twin_models(relaxation, op_set, dtype, noise, MEMORY_SETTINGS[memory])
     # float32: a larger input, so that BN over a handful of values does not amplify rounding past 1e-4
     x, y = data(dtype) if dtype == torch.float64 else data(dtype, batch=3, res=10)
     o_ref, g_ref, b_ref = forward_backward(ref, x, y)
     o_fst, g_fst, b_fst = forward_backward(fst, x, y)
     tol = TOL[dtype]
     assert_same(o_fst, o_ref, tol, "output")
-    n_w = len(ref.weights())
+    n_w = len(ref.network_parameters())
     for name, a, b in zip([n for n, p in ref.named_parameters() if p is not ref.alphas_normal
                            and p is not ref.alphas_reduce], g_fst[:n_w], g_ref[:n_w]):
         assert_same(a, b, tol, f"weight gradient {name}")
@@ -114,19 +114,19 @@ def test_eval_mode_after_training_forward(op_set, dtype):
 def test_single_cell_normal_and_reduction(reduction, op_set):
     ref, _ = twin_models("softmax", op_set)
     cell = next(c for c in ref.cells if c.reduction == reduction)
-    C_pp = cell.preprocess0.bn.num_features if hasattr(cell.preprocess0, "bn") else None
-    in0 = (cell.preprocess0.conv_1.in_channels if C_pp is not None else cell.preprocess0.op[1].in_channels)
-    in1 = cell.preprocess1.op[1].in_channels
+    after_reduction = isinstance(cell.preprocess0, FactorizedReduce)  # s0 at twice s1's resolution
+    in0 = cell.preprocess0.conv_1.in_channels if after_reduction else cell.preprocess0.conv.in_channels
+    in1 = cell.preprocess1.conv.in_channels
     res1 = 6
-    res0 = 2 * res1 if C_pp is not None else res1
+    res0 = 2 * res1 if after_reduction else res1
     g = torch.Generator().manual_seed(3)
     s0 = torch.randn(2, in0, res0, res0, generator=g, dtype=torch.float64, requires_grad=True)
     s1 = torch.randn(2, in1, res1, res1, generator=g, dtype=torch.float64, requires_grad=True)
     w = torch.rand(14, len(OP_SETS[op_set]), generator=g, dtype=torch.float64, requires_grad=True)
     results = []
-    for path in ("reference", "fast"):
+    for formulation in ("reference", "fast"):
         c = copy.deepcopy(cell)
-        c.path = path
+        c.formulation = formulation
         torch.manual_seed(5)
         out = c(s0, s1, w, skip_noise_std=0.3)
         grads = torch.autograd.grad(out.square().sum(), [s0, s1, w] + list(c.parameters()))
@@ -138,10 +138,9 @@ def test_single_cell_normal_and_reduction(reduction, op_set):
 
 
 @pytest.mark.parametrize("option", ["channels_last", "dilated_as_phases"])
-def test_each_idea_can_be_switched_off(option, monkeypatch):
+def test_each_idea_can_be_switched_off(option):
     """With channels_last off (NCHW) or the polyphase trick off, the fast path is still the same function."""
-    monkeypatch.setitem(fast.OPTIONS, option, False)
-    ref, fst = twin_models("sigmoid", "darts", torch.float64, noise=0.4)
+    ref, fst = twin_models("sigmoid", "darts", torch.float64, noise=0.4, options=FastOptions(**{option: False}))
     x, y = data()
     (o_ref, g_ref, _), (o_fst, g_fst, _) = forward_backward(ref, x, y), forward_backward(fst, x, y)
     assert_same(o_fst, o_ref, 1e-9, "output")
@@ -163,12 +162,13 @@ def test_channels_last_input_and_output_layout():
 
 
 def three_steps(model, x, y):
-    config = SearchConfig(channels=4, layers=5, relaxation=model.config.relaxation,
-                          primitives=model.config.primitives, zero_one_weight=10.0, grad_clip=5.0)
-    w_opt, a_opt, _ = build_optimizers(model, config)
+    """Three first-order bi-level steps (the search engine's step, DARTS's optimiser settings)."""
+    w_opt = torch.optim.SGD(model.network_parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
+    a_opt = torch.optim.Adam(model.arch_parameters(), lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
     for i in range(3):
-        bilevel_step(model, (x, y), (x.flip(0), y.flip(0)), w_opt, a_opt, config)
-    return [a.detach().clone() for a in model.arch_parameters()], [p.detach().clone() for p in model.weights()]
+        bilevel_step(model, (x, y), (x.flip(0), y.flip(0)), w_opt, a_opt, ZeroOne(10.0), grad_clip=5.0)
+    return ([a.detach().clone() for a in model.arch_parameters()],
+            [p.detach().clone() for p in model.network_parameters()])
 
 
 @pytest.mark.parametrize("relaxation,op_set", [("sigmoid", "fair_darts"), ("softmax", "darts")])
@@ -184,11 +184,46 @@ def test_three_bilevel_steps_give_the_same_alpha(relaxation, op_set):
 
 
 def test_fast_is_the_default_and_reference_stays_selectable():
-    assert Supernet(channels=4, layers=3).config.path == "fast"
-    m = Supernet(channels=4, layers=3, path="reference")
-    assert all(c.path == "reference" for c in m.cells)
-    m.set_path("fast")
-    assert all(c.path == "fast" for c in m.cells)
+    assert Supernet(channels=4, layers=3).config.formulation == "fast"
+    m = Supernet(channels=4, layers=3, formulation="reference")
+    assert all(c.formulation == "reference" for c in m.cells)
+    options = FastOptions(recompute="all")
+    m.set_formulation("fast", options)
+    assert all(c.formulation == "fast" and c.fast_options is options for c in m.cells)
+    assert m.config.fast_options is options
+    m.set_formulation("reference")  # the options stay
+    assert all(c.formulation == "reference" and c.fast_options is options for c in m.cells)
+    assert not hasattr(m, "set_path") and not hasattr(m, "weights")
+
+
+def test_fast_options_are_a_validated_frozen_value():
+    assert FastOptions() == FastOptions(channels_last=True, dilated_as_phases=True, recompute="first_stage",
+                                        rebuild_cheap=True, memory_min_elements=2 ** 19)
+    with pytest.raises(ValueError, match="recompute='some'; choose one of none, first_stage, all"):
+        FastOptions(recompute="some")
+    with pytest.raises(ValueError, match="channels_last must be true or false"):
+        FastOptions(channels_last="yes")
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="memory_min_elements must be an integer >= 0"):
+            FastOptions(memory_min_elements=bad)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        FastOptions().recompute = "all"
+    for module in (fast, fast_layout, fast_memory):  # nothing a caller could flip process-wide
+        assert not {"OPTIONS", "_STATE", "_REBUILDS"} & set(vars(module)), module.__name__
+
+
+def test_options_belong_to_each_model(monkeypatch):
+    """Two supernets with different options in one process: each runs with its own (no shared state)."""
+    calls = []
+    real = fast.recompute_in_backward
+    monkeypatch.setattr(fast, "recompute_in_backward", lambda *a: calls.append(1) or real(*a))
+    _, every = twin_models(options=FastOptions(recompute="all", memory_min_elements=0))
+    _, none = twin_models(options=FastOptions(recompute="none", rebuild_cheap=False, memory_min_elements=0))
+    x, y = data()
+    for model, expected in ((every, len(every.cells)), (none, 0), (every, len(every.cells))):
+        calls.clear()
+        F.cross_entropy(model(x), y).backward()
+        assert len(calls) == expected
 
 
 def test_bench_command_json(capsys):
@@ -203,25 +238,31 @@ def test_bench_command_json(capsys):
 
 def test_bench_command_bad_input(capsys):
     assert main(["bench", "search-step", "--batch", "0"]) == 2
-    assert "--batch" in capsys.readouterr().err
+    assert "batch=0 is not valid" in capsys.readouterr().err
+    assert main(["bench", "search-step", "--layers", "2"]) == 2
+    assert "layers=2 is not valid" in capsys.readouterr().err
     assert main(["bench", "search-epoch", "--steps", "0"]) == 2
     assert "--steps" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("path", ["fast", "reference"])
-def test_bench_search_epoch_extrapolates_from_the_steps_it_times(capsys, path):
+@pytest.mark.parametrize("formulation", ["fast", "reference"])
+def test_bench_search_epoch_extrapolates_from_the_steps_it_times(capsys, formulation):
     rc = main(["bench", "search-epoch", "--batch", "500", "--channels", "2", "--layers", "3", "--resolution", "4",
-               "--in-channels", "1", "--steps", "2", "--threads", "1", "--path", path, "--json"])
+               "--in-channels", "1", "--steps", "2", "--threads", "1", "--formulation", formulation, "--json"])
     assert rc == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["path"] == path and r["steps_per_epoch"] == 50 and r["steps_timed"] == 2 and r["extrapolated"]
+    assert r["formulation"] == formulation and r["steps_per_epoch"] == 50 and r["steps_timed"] == 2
+    assert r["extrapolated"]
     assert r["epoch_s"] == pytest.approx(r["ms_per_step"] * 50 / 1000, rel=0.02)
 
 
-def test_phase_space_round_trip():
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+def test_phase_space_round_trip(layout):
     x = torch.randn(3, 5, 6, 4)
-    assert torch.equal(fast.from_phases(fast.to_phases(x), 3), x)
-    assert torch.equal(fast.to_phases(x)[3 * 1:3 * 2], x[:, :, 0::2, 1::2])  # phase (0, 1) is block 1
+    phases = fast_layout.to_phases(x, layout)
+    assert phases.is_contiguous(memory_format=layout)
+    assert torch.equal(fast_layout.from_phases(phases, 3, layout), x)
+    assert torch.equal(phases[3 * 1:3 * 2], x[:, :, 0::2, 1::2])  # phase (0, 1) is block 1
 
 
 @pytest.mark.parametrize("what", ["to_phases", "from_phases", "phase", "concat"])
@@ -230,12 +271,12 @@ def test_reshaping_steps_give_channels_last_gradients(what):
     own ops would (same values), in the channels_last layout (which keeps every later kernel fast)."""
     cl = torch.channels_last
     x = torch.randn(4, 3, 6, 4, dtype=torch.float64).contiguous(memory_format=cl).requires_grad_()
-    fns = {"to_phases": (fast.to_phases, lambda t: t.reshape(4, 3, 3, 2, 2, 2).permute(3, 5, 0, 1, 2, 4)
-                         .reshape(16, 3, 3, 2)),
-           "from_phases": (lambda t: fast.from_phases(t, 1), lambda t: t.reshape(2, 2, 1, 3, 6, 4)
+    fns = {"to_phases": (lambda t: fast_layout.to_phases(t, cl), lambda t: t.reshape(4, 3, 3, 2, 2, 2)
+                         .permute(3, 5, 0, 1, 2, 4).reshape(16, 3, 3, 2)),
+           "from_phases": (lambda t: fast_layout.from_phases(t, 1, cl), lambda t: t.reshape(2, 2, 1, 3, 6, 4)
                            .permute(2, 3, 4, 0, 5, 1).reshape(1, 3, 12, 8)),
-           "phase": (lambda t: fast.phase(t, 1, 0), lambda t: t[:, :, 1::2, 0::2]),
-           "concat": (lambda t: fast._ConcatChannels.apply(t, 2 * t), lambda t: torch.cat([t, 2 * t], 1))}
+           "phase": (lambda t: fast_layout.phase(t, 1, 0, cl), lambda t: t[:, :, 1::2, 0::2]),
+           "concat": (lambda t: fast_layout.concat_channels((t, 2 * t), cl), lambda t: torch.cat([t, 2 * t], 1))}
     fast_fn, plain_fn = fns[what]
     y = fast_fn(x)
     assert torch.equal(y, plain_fn(x))
@@ -245,13 +286,14 @@ def test_reshaping_steps_give_channels_last_gradients(what):
     assert gx.is_contiguous(memory_format=cl)
 
 
-# --- recomputation (fast.OPTIONS["recompute"]) -------------------------------------------------------------
-def test_recompute_alpha_only_gradient_and_eval_mode(monkeypatch):
+# --- recomputation (FastOptions.recompute) ----------------------------------------------------------------
+RECOMPUTE_ALL = FastOptions(recompute="all", memory_min_elements=0)
+
+
+def test_recompute_alpha_only_gradient_and_eval_mode():
     """autograd.grad w.r.t. alpha alone (the engine's arch step) through checkpointed cells; eval mode and
     no_grad run without a checkpoint."""
-    monkeypatch.setitem(fast.OPTIONS, "recompute", "all")
-    monkeypatch.setitem(fast.OPTIONS, "memory_min_elements", 0)
-    ref, fst = twin_models("sigmoid", "fair_darts", torch.float64, noise=0.5)
+    ref, fst = twin_models("sigmoid", "fair_darts", torch.float64, noise=0.5, options=RECOMPUTE_ALL)
     x, y = data()
     for m in (ref, fst):
         torch.manual_seed(2)
@@ -264,10 +306,9 @@ def test_recompute_alpha_only_gradient_and_eval_mode(monkeypatch):
 
 
 @pytest.mark.parametrize("relaxation,op_set", [("sigmoid", "fair_darts"), ("softmax", "darts")])
-def test_recompute_three_bilevel_steps(relaxation, op_set, monkeypatch):
-    monkeypatch.setitem(fast.OPTIONS, "recompute", "all")
-    monkeypatch.setitem(fast.OPTIONS, "memory_min_elements", 0)
-    ref, fst = twin_models(relaxation, op_set, torch.float64, alpha_init_std=1e-3, layers=3, noise=0.3)
+def test_recompute_three_bilevel_steps(relaxation, op_set):
+    ref, fst = twin_models(relaxation, op_set, torch.float64, alpha_init_std=1e-3, layers=3, noise=0.3,
+                           options=RECOMPUTE_ALL)
     x, y = data()
     torch.manual_seed(11)
     a_ref, w_ref = three_steps(ref, x, y)
@@ -287,34 +328,33 @@ def test_bench_reference_step_is_the_same_update_as_the_engine_step():
     spec = bench.BenchSpec(batch=2, channels=4, layers=3, resolution=8, in_channels=1)
     base = bench.make_model(spec, "reference").double()
     out = {}
-    for path in ("reference", "fast"):
+    for side in bench.SIDES:
         model = copy.deepcopy(base)
-        model.set_path(path)
-        s = list(bench.setup(spec, path, model))
-        s[4] = [(x.double(), y) for x, y in s[4]]
+        model.set_formulation(side)
+        s = bench.setup(spec, side, model)
+        s.batches = [(x.double(), y) for x, y in s.batches]
         for _ in range(2):
-            bench.step(tuple(s), spec, path)
-        out[path] = [p.detach().clone() for p in model.parameters()]
+            bench.step(s, spec, side)
+        out[side] = [p.detach().clone() for p in model.parameters()]
     for a, b in zip(out["fast"], out["reference"]):
         assert_same(a, b, 1e-9, "parameter after two benchmark steps")
 
 
-# --- memory options change no bit (fast.OPTIONS["recompute"], fast.OPTIONS["rebuild_cheap"]) ----------------
+# --- memory options change no bit (FastOptions.recompute, FastOptions.rebuild_cheap) -----------------------
 MEMORY_OPTIONS = [("none", False), ("none", True), ("first_stage", True), ("first_stage", False), ("all", True)]
 
 
 @pytest.mark.parametrize("relaxation,op_set", [("sigmoid", "fair_darts"), ("softmax", "darts")])
-def test_memory_options_give_bit_identical_steps(relaxation, op_set, monkeypatch):
+def test_memory_options_give_bit_identical_steps(relaxation, op_set):
     """Recomputing cells and rebuilding dropped activations recompute the very same numbers (same kernels,
     same inputs), so three float32 bi-level steps end bit for bit equal under every setting: a recorded
     search re-runs identically whatever memory setting it runs with."""
     x, y = data(torch.float32, batch=4, res=8)
-    monkeypatch.setitem(fast.OPTIONS, "memory_min_elements", 0)  # the tiny test cells too
     results = []
     for recompute, rebuild in MEMORY_OPTIONS:
-        monkeypatch.setitem(fast.OPTIONS, "recompute", recompute)
-        monkeypatch.setitem(fast.OPTIONS, "rebuild_cheap", rebuild)
-        _, fst = twin_models(relaxation, op_set, torch.float32, alpha_init_std=1e-3, noise=0.3)
+        # memory_min_elements 0: the tiny test cells use the memory options too
+        options = FastOptions(recompute=recompute, rebuild_cheap=rebuild, memory_min_elements=0)
+        _, fst = twin_models(relaxation, op_set, torch.float32, alpha_init_std=1e-3, noise=0.3, options=options)
         torch.manual_seed(11)
         alphas, weights = three_steps(fst, x, y)
         results.append((alphas + weights, [b.clone() for b in fst.buffers()]))
@@ -327,26 +367,25 @@ def test_memory_options_give_bit_identical_steps(relaxation, op_set, monkeypatch
 def test_rebuild_drops_the_cheap_activations(monkeypatch):
     """Under the rebuild hooks autograd stores recipes, not tensors, for every 1x1 conv output, the inner
     ReLU of every SepConv and the shared per-source tensors; the backward pass rebuilds each once."""
-    monkeypatch.setitem(fast.OPTIONS, "recompute", "none")
-    monkeypatch.setitem(fast.OPTIONS, "memory_min_elements", 0)
-    _, fst = twin_models("sigmoid", "fair_darts", torch.float32)
+    _, fst = twin_models("sigmoid", "fair_darts", torch.float32,
+                         options=FastOptions(recompute="none", memory_min_elements=0))
     x, y = data(torch.float32, batch=4, res=8)
     packed, built = [], []
-    pack, build = fast._pack, fast._Rebuild.get
+    pack, build = fast_memory.Rebuilds.pack, fast_memory._Rebuild.get
 
-    def counting_pack(t):
-        packed.append(pack(t))
+    def counting_pack(self, t):
+        packed.append(pack(self, t))
         return packed[-1]
 
     def counting_get(self):
         built.append(self.value is None)
         return build(self)
 
-    monkeypatch.setattr(fast, "_pack", counting_pack)
-    monkeypatch.setattr(fast._Rebuild, "get", counting_get)
-    torch.autograd.grad(F.cross_entropy(fst(x), y), fst.weights())
-    recipes = {id(r) for r in packed if isinstance(r, fast._Rebuild)}
-    sep_convs = sum(isinstance(op, fast.SepConv) for cell in fst.cells for edge in cell.edges for op in edge.ops)
+    monkeypatch.setattr(fast_memory.Rebuilds, "pack", counting_pack)
+    monkeypatch.setattr(fast_memory._Rebuild, "get", counting_get)
+    torch.autograd.grad(F.cross_entropy(fst(x), y), fst.network_parameters())
+    recipes = {id(r) for r in packed if isinstance(r, fast_memory._Rebuild)}
+    sep_convs = sum(isinstance(op, SepConv) for cell in fst.cells for edge in cell.edges for op in edge.ops)
     assert len(recipes) >= 3 * sep_convs  # two 1x1 outputs and one inner ReLU per SepConv, at least
     assert sum(built) == len(recipes)  # each recipe computed once, however many nodes saved it
 
@@ -354,15 +393,15 @@ def test_rebuild_drops_the_cheap_activations(monkeypatch):
 def test_small_cells_skip_the_memory_options(monkeypatch):
     """Below ``memory_min_elements`` a cell is neither checkpointed nor run under the rebuild hooks."""
     calls = []
-    monkeypatch.setattr(fast, "checkpoint", lambda *a, **k: calls.append("checkpoint"))
-    monkeypatch.setattr(fast, "_pack", lambda t: calls.append("pack") or t)
-    monkeypatch.setitem(fast.OPTIONS, "recompute", "all")
+    monkeypatch.setattr(fast, "recompute_in_backward", lambda *a: calls.append("checkpoint"))
+    monkeypatch.setattr(fast_memory.Rebuilds, "pack", lambda self, t: calls.append("pack") or t)
     _, fst = twin_models("sigmoid", "fair_darts", torch.float32)
     x, y = data(torch.float32, batch=4, res=8)
-    monkeypatch.setitem(fast.OPTIONS, "memory_min_elements", 4 * 8 * 8 * 8 + 1)  # above every cell's input
+    above_every_cell = 4 * 8 * 8 * 8 + 1
+    fst.set_formulation("fast", FastOptions(recompute="all", memory_min_elements=above_every_cell))
     fst(x).sum().backward()
     assert calls == []
-    monkeypatch.setitem(fast.OPTIONS, "memory_min_elements", 4 * 8 * 8 * 8)  # the first reduction cell's
-    monkeypatch.setitem(fast.OPTIONS, "recompute", "none")
+    first_reduction_cell = 4 * 8 * 8 * 8
+    fst.set_formulation("fast", FastOptions(recompute="none", memory_min_elements=first_reduction_cell))
     fst(x).sum().backward()
     assert "pack" in calls and "checkpoint" not in calls

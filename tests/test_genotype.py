@@ -5,8 +5,9 @@ Every expected cell below is derived by hand from the matrix built next to it (s
 import numpy as np
 import pytest
 
-from fairdarts_core.genotype import (Genotype, edge_index, live_nodes, num_edges, parse_cell, prune_isolated,
-                                     steps_for, validate_cell)
+from fairdarts_core.genotype import (MAX_STEPS, Genotype, default_parse_method, edge_index, live_nodes,
+                                     load_weight_matrix, num_edges, parse_cell, prune_isolated, read_parse_hints,
+                                     resolve_op_set, steps_for, validate_cell)
 from fairdarts_core.ops import DARTS_OPS, FAIR_DARTS_OPS
 
 FAIR = list(FAIR_DARTS_OPS)  # max_pool_3x3, avg_pool_3x3, skip_connect, sep_conv_3x3, sep_conv_5x5, dil_conv_3x3, dil_conv_5x5
@@ -231,15 +232,139 @@ def test_json_round_trip(tmp_path):
     ('{"normal": [], "reduce": [], "steps": null}', "steps must be a positive integer"),
     ('{"normal": [], "reduce": [], "steps": 4.5}', "steps must be a positive integer"),
     ('{"normal": [], "reduce": [], "steps": 0}', "steps must be a positive integer"),
+    ('{"normal": [], "reduce": [], "steps": 16}', "steps must be a positive integer up to 15"),
+    ('{"normal": [], "reduce": [], "steps": 100000000}', "up to 15 .intermediate nodes per cell; DARTS has 4"),
+    ("[" * 100000 + "]" * 100000, "nested too deeply"),
+    ('{"normal": ' + "[" * 100000 + "]" * 100000 + ', "reduce": []}', "nested too deeply"),
+    ('{"normal": [], "reduce": [], "steps": ' + "9" * 5000 + "}", "not valid JSON"),
 ])
 def test_from_json_errors(text, message):
     with pytest.raises(ValueError, match=message):
         Genotype.from_json(text)
 
 
+def test_from_json_errors_are_one_short_line():
+    for text in ("[" * 100000 + "]" * 100000, '{"normal": [' + "[" * 500 + "]" * 500 + '], "reduce": []}',
+                 '{"normal": [[' + ", ".join(["1"] * 100000) + ']], "reduce": []}'):
+        with pytest.raises(ValueError) as err:
+            Genotype.from_json(text)
+        assert "\n" not in str(err.value) and len(str(err.value)) < 300, str(err.value)[:300]
+
+
+def test_the_cell_size_is_bounded():
+    assert MAX_STEPS == steps_for(num_edges(MAX_STEPS)) == 15
+    assert Genotype((), (), steps=MAX_STEPS).steps == MAX_STEPS
+    with pytest.raises(ValueError, match="up to 15"):
+        Genotype((), (), steps=MAX_STEPS + 1)
+    with pytest.raises(ValueError, match="edge count"):
+        steps_for(num_edges(MAX_STEPS + 1))
+
+
 def test_load_missing_file(tmp_path):
     with pytest.raises(ValueError, match="not found"):
         Genotype.load(tmp_path / "nope.json")
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "g.json"
+    GENO.save(path)
+    before = path.read_text()
+    real = type(path).write_text
+
+    def disk_full(self, *args, **kwargs):
+        real(self, "{half")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(type(path), "write_text", disk_full)
+    with pytest.raises(OSError, match="No space left on device"):
+        Genotype((("skip_connect", 2, 0),), ()).save(path)
+    monkeypatch.undo()
+    assert path.read_text() == before and [p.name for p in tmp_path.iterdir()] == ["g.json"]
+
+
+def test_load_names_the_file(tmp_path):
+    (tmp_path / "g.json").write_text('{"normal": [], "reduce": [], "steps": 100000000}')
+    with pytest.raises(ValueError, match=r"g\.json: genotype steps"):
+        Genotype.load(tmp_path / "g.json")
+    (tmp_path / "b.json").write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ValueError, match="not a text file"):
+        Genotype.load(tmp_path / "b.json")
+
+
+def test_describe_lists_nodes_live_and_isolated():
+    text = GENO.describe()
+    assert "normal cell: 3 live edges, live nodes [2, 5], 1 skip_connect" in text
+    assert "  node 2 <- sep_conv_3x3(0), skip_connect(1)" in text
+    assert "  node 5 <- dil_conv_5x5(2)" in text and "  node 3 <- nothing   [isolated: dropped]" in text
+    assert "reduction cell: 2 live edges, live nodes [2, 3], 0 skip_connect" in text
+    assert GENO.cells_without_live_node() == []
+    assert Genotype((("skip_connect", 3, 2),), ()).cells_without_live_node() == ["normal", "reduce"]
+
+
+# --- weight files (what `fairdarts parse` reads) ----------------------------------------------------------
+
+def test_load_weight_matrix_accepts_relaxed_weights(tmp_path):
+    W = np.linspace(0, 1, 14 * 7).reshape(14, 7).astype(np.float32)
+    np.save(tmp_path / "w.npy", W)
+    out = load_weight_matrix(tmp_path / "w.npy")
+    assert out.dtype == np.float64 and np.array_equal(out, W.astype(np.float64))
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.full((14, 7), 0.5 + 0.1j), "complex numbers"),
+    (np.full((14, 7), -0.25), r"in \[-0\.25, -0\.25\]; relaxed weights .* are in \[0, 1\]"),
+    (np.full((14, 7), 1.5), r"\[0, 1\]"),
+    (np.full((14, 7), np.inf), "NaN or infinite"),
+    (np.zeros((14, 7), dtype=bool), "2-D numeric"),
+    (np.zeros((2, 14, 7)), "2-D numeric"),
+    (np.array(["a", "b"]), "2-D numeric"),
+])
+def test_load_weight_matrix_refuses(tmp_path, array, message):
+    np.save(tmp_path / "w.npy", array)
+    with pytest.raises(ValueError, match=message) as err:
+        load_weight_matrix(tmp_path / "w.npy")
+    assert "w.npy" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_load_weight_matrix_never_unpickles(tmp_path):
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="not a .npy array"):
+        load_weight_matrix(tmp_path / "obj.npy")
+
+
+def test_read_parse_hints(tmp_path):
+    assert read_parse_hints(tmp_path) == {}
+    (tmp_path / "config.json").write_text('{"supernet": {"primitives": "darts"}, "relaxation": "softmax"}')
+    assert read_parse_hints(tmp_path) == {"primitives": "darts", "relaxation": "softmax"}
+    (tmp_path / "config.json").write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        read_parse_hints(tmp_path)
+    (tmp_path / "config.json").write_text("[1]")
+    with pytest.raises(ValueError, match="JSON object"):
+        read_parse_hints(tmp_path)
+
+
+def test_resolve_op_set():
+    assert resolve_op_set("darts", None, 8) == tuple(DARTS_OPS)
+    assert resolve_op_set(None, "fair_darts", 7) == tuple(FAIR_DARTS_OPS)
+    assert resolve_op_set(None, ["skip_connect", "sep_conv_3x3"], 2) == ("skip_connect", "sep_conv_3x3")
+    assert resolve_op_set(None, None, 7) == tuple(FAIR_DARTS_OPS) and resolve_op_set(None, None, 8) == tuple(DARTS_OPS)
+    for args, message in [(("darts", None, 7), "7 columns but the op set .--primitives darts. has 8 ops"),
+                          (("bogus", None, 7), "unknown op set 'bogus'"),
+                          ((None, None, 6), "6 columns .7: fair_darts, 8: darts.; pass --primitives"),
+                          ((None, 3, 7), "list of op names"),
+                          ((None, ["conv_9x9"], 1), "unknown op 'conv_9x9'")]:
+        with pytest.raises(ValueError, match=message):
+            resolve_op_set(*args)
+
+
+def test_default_parse_method():
+    soft = np.full((14, 8), 1 / 8)
+    sig = np.full((14, 7), 0.5)
+    assert default_parse_method("sigmoid", soft, soft) == "threshold_sparse"  # the relaxation, when known, decides
+    assert default_parse_method("softmax", sig, sig) == "darts"
+    assert default_parse_method(None, soft, soft) == "darts"
+    assert default_parse_method(None, sig, sig) == "threshold_sparse"
+    assert default_parse_method(["not", "a", "name"], sig, sig) == "threshold_sparse"
 
 
 # --- validation ------------------------------------------------------------------------------------------
@@ -263,6 +388,13 @@ def test_validation_errors_name_the_problem(edge, message):
         validate_cell([edge])
     with pytest.raises(ValueError, match="reduction cell: "):
         Genotype((), (edge,))
+
+
+def test_validation_messages_stay_short():
+    for edge in (list(range(100000)), ("x" * 100000, 2, 0), ("skip_connect", [[[[[1]]]]], 0)):
+        with pytest.raises(ValueError) as err:
+            validate_cell([edge])
+        assert len(str(err.value)) < 400 and "\n" not in str(err.value)
 
 
 def test_validation_rejects_duplicates_and_accepts_numpy_ints():

@@ -8,8 +8,9 @@ import torch
 
 from fairdarts_core import zoo
 from fairdarts_core.genotype import Genotype
-from fairdarts_core.network import (NetworkCIFAR, NetworkImageNet, drop_path, from_authors_state_dict,
-                                    load_authors_checkpoint, load_checkpoint)
+from fairdarts_core.network import (AUX_MIN_IMAGE_SIZE, MIN_IMAGE_SIZE, NetworkCIFAR, NetworkImageNet,
+                                    check_state_dict, drop_path, from_authors_state_dict, load_authors_checkpoint,
+                                    load_checkpoint, min_image_size)
 
 # The state-dict layout of the authors' released FairDARTS-a/-b checkpoints (key, shape), copied from the
 # project's reference notes; the checkpoints themselves are not needed.
@@ -215,13 +216,84 @@ def test_unexpected_key_is_named(authors_b):
 def test_wrong_shape_is_named(authors_b):
     sd = dict(authors_b, **{"classifier.weight": torch.zeros(10, 432)})
     msg = _error("FairDARTS_b", sd)
-    assert "wrong shape" in msg and "classifier.weight: [10, 432] in the checkpoint, [10, 576] in the model" in msg
+    assert "1 wrong (classifier.weight: [10, 432] in the checkpoint, [10, 576] in the model)" in msg
+    assert "another channel count" in msg
 
 
 def test_wrong_architecture_lists_counts_briefly(authors_b):
     msg = _error("FairDARTS_a", authors_b)  # b's weights into a's network
     assert "FairDARTS_a" in msg and "missing" in msg and "unexpected" in msg and "..." in msg
     assert len(msg) < 1000
+
+
+def test_checkpoint_of_another_genotype_or_size_is_one_line_naming_the_first_mismatches():
+    model = tiny("FairDARTS_a", layers=3)
+    other_cells = tiny("FairDARTS_b", layers=3).state_dict()
+    with pytest.raises(ValueError) as e:
+        check_state_dict(model, other_cells, "the network")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("the checkpoint does not fit the network: ")
+    assert "missing (cells." in msg and "unexpected (cells." in msg and "another genotype?" in msg
+    wider = NetworkCIFAR(C=10, num_classes=10, layers=3, genotype="FairDARTS_a").state_dict()
+    with pytest.raises(ValueError) as e:
+        check_state_dict(model, wider, "the network")
+    msg = str(e.value)
+    assert "\n" not in msg and "wrong (stem.0.weight: [30, 3, 3, 3] in the checkpoint, [24, 3, 3, 3] in the model" in msg
+    assert "missing" not in msg and "another channel count" in msg
+
+
+def test_hand_edited_entries_are_named():
+    model = tiny(layers=3)
+    sd = model.state_dict()
+    for edit, words in ((lambda d: d.update({"classifier.bias": [0.0] * 10}), "classifier.bias: list, not a tensor"),
+                        (lambda d: d.update({"classifier.bias": torch.zeros(10, dtype=torch.long)}),
+                         "classifier.bias: torch.int64 in the checkpoint, torch.float32 in the model"),
+                        (lambda d: d.update({"classifier.bias": torch.full((10,), float("nan"))}),
+                         "classifier.bias: holds NaN or infinite values"),
+                        (lambda d: d.update({7: torch.zeros(1)}), "1 unexpected (7)")):
+        edited = dict(sd)
+        edit(edited)
+        with pytest.raises(ValueError) as e:
+            check_state_dict(model, edited, "the network")
+        assert "\n" not in str(e.value) and words in str(e.value)
+    with pytest.raises(ValueError, match="it holds a list, not a state dict"):
+        check_state_dict(model, [1, 2], "the network")
+    check_state_dict(model, sd, "the network")  # its own state dict fits
+
+
+def test_architecture_from_a_genotype_file_or_a_run_directory(tmp_path):
+    g = zoo.get("FairDARTS_c")
+    g.save(tmp_path / "genotype.json")
+    for arch in (tmp_path / "genotype.json", str(tmp_path), tmp_path):
+        assert tiny(arch, layers=3).genotype == g
+    with pytest.raises(ValueError, match="unknown architecture 'nope'"):
+        tiny("nope")
+
+
+def test_too_few_cells_or_channels_are_refused():
+    for kw, words in ((dict(layers=2), "layers=2 is not valid: layers must be an integer >= 3"),
+                      (dict(num_classes=0), "num_classes=0 is not valid"),
+                      (dict(layers=0), "layers=0 is not valid"),
+                      (dict(C=0), "C=0 is not valid: C must be an integer >= 1")):
+        with pytest.raises(ValueError, match=words):
+            NetworkCIFAR(**{"C": 8, "genotype": "FairDARTS_a", **kw})
+
+
+@pytest.mark.parametrize("size", [MIN_IMAGE_SIZE, MIN_IMAGE_SIZE + 1])
+def test_smallest_image_trains_on_a_batch_of_one(size):
+    model = tiny(auxiliary=False, layers=3, in_channels=1)
+    model(torch.randn(1, 1, size, size))[0].sum().backward()
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):  # why the minimum is what it is
+        model(torch.randn(1, 1, MIN_IMAGE_SIZE - 1, MIN_IMAGE_SIZE - 1))
+
+
+def test_smallest_image_for_the_auxiliary_head():
+    assert AUX_MIN_IMAGE_SIZE == 29 and min_image_size(True) == 29 and min_image_size(False) == MIN_IMAGE_SIZE
+    model = tiny(layers=3, in_channels=1)
+    logits, aux = model(torch.randn(2, 1, AUX_MIN_IMAGE_SIZE, AUX_MIN_IMAGE_SIZE))
+    assert aux.shape == (2, 10)
+    with pytest.raises(ValueError, match="images of at least 29x29"):
+        model(torch.randn(2, 1, AUX_MIN_IMAGE_SIZE - 1, AUX_MIN_IMAGE_SIZE - 1))
 
 
 def test_load_checkpoint_errors(tmp_path):

@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from fairdarts_core.ops import (DARTS_OPS, FAIR_DARTS_OPS, OPS, FactorizedReduce, PARAMETER_FREE_OPS, ReLUConvBN,
-                                check_op_names, make_op, search_op)
+from fairdarts_core.ops import (DARTS_OPS, FAIR_DARTS_OPS, OP_SETS, OPS, DilConv, FactorizedReduce, PARAMETER_FREE_OPS,
+                                PoolBN, ReLUConvBN, SepConv, check_op_names, make_op, search_op)
 from fairdarts_core.supernet import Supernet
 
 ALL_OPS = list(DARTS_OPS)  # the 7 Fair DARTS ops plus 'none'
@@ -14,6 +14,7 @@ def test_op_sets():
     assert len(FAIR_DARTS_OPS) == 7 and "none" not in FAIR_DARTS_OPS
     assert DARTS_OPS == ("none",) + FAIR_DARTS_OPS
     assert set(DARTS_OPS) <= set(OPS)
+    assert OP_SETS == {"fair_darts": FAIR_DARTS_OPS, "darts": DARTS_OPS}
 
 
 @pytest.mark.parametrize("name", ALL_OPS)
@@ -48,12 +49,32 @@ def test_search_ops_have_non_affine_bn_and_pools_get_one():
         for bn in (m for m in op.modules() if isinstance(m, nn.BatchNorm2d)):
             assert not bn.affine
         if "pool" in name:
-            assert isinstance(op, nn.Sequential) and len(op) == 2
-            assert isinstance(op[0], (nn.MaxPool2d, nn.AvgPool2d))
-            assert isinstance(op[1], nn.BatchNorm2d) and not op[1].affine
+            assert isinstance(op, PoolBN) and isinstance(op, nn.Sequential) and len(op) == 2
+            assert isinstance(op.pool, (nn.MaxPool2d, nn.AvgPool2d)) and op.pool is op[0]
+            assert isinstance(op.bn, nn.BatchNorm2d) and not op.bn.affine and op.bn is op[1]
+            assert list(op.state_dict()) == ["1.running_mean", "1.running_var", "1.num_batches_tracked"]
     # outside the supernet (evaluation networks) the same ops have affine BNs and bare pools
     assert make_op("sep_conv_3x3", 4, 1, affine=True).op[3].affine
     assert isinstance(make_op("max_pool_3x3", 4, 1, affine=True), nn.MaxPool2d)
+
+
+def test_ops_name_their_modules():
+    """The modules an op is made of, by name (the fast supernet path reads them so); the module layout and
+    so the state-dict keys stay the DARTS ones (``op.1``...), which the authors' checkpoints use."""
+    sep = SepConv(4, 4, 3, 2, 1)
+    assert [sep.depthwise1, sep.pointwise1, sep.bn1, sep.depthwise2, sep.pointwise2, sep.bn2] == \
+        [sep.op[i] for i in (1, 2, 3, 5, 6, 7)]
+    assert sep.depthwise1.stride == (2, 2) and sep.depthwise2.stride == (1, 1)  # only the first block strides
+    assert sep.depthwise1.groups == 4 and sep.pointwise1.kernel_size == (1, 1)
+    dil = DilConv(4, 4, 5, 1, 4, 2)
+    assert [dil.depthwise, dil.pointwise, dil.bn] == [dil.op[1], dil.op[2], dil.op[3]]
+    assert dil.depthwise.dilation == (2, 2)
+    rcb = ReLUConvBN(3, 4, 1, 1, 0)
+    assert [rcb.conv, rcb.bn] == [rcb.op[1], rcb.op[2]]
+    for op, keys in ((sep, ["op.1.weight", "op.2.weight", "op.3.weight", "op.3.bias"]),
+                     (dil, ["op.1.weight", "op.2.weight", "op.3.weight", "op.3.bias"]),
+                     (rcb, ["op.1.weight", "op.2.weight", "op.2.bias"])):
+        assert list(op.state_dict())[:len(keys)] == keys
 
 
 def test_every_supernet_cell_bn_is_non_affine():

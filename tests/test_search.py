@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from fairdarts_core import cli, search
+from fairdarts_core import cli, steps
 from fairdarts_core.genotype import Genotype
 from fairdarts_core.ops import DARTS_OPS, FAIR_DARTS_OPS
 from fairdarts_core.presets import SearchConfig, apply_sets, get_search_preset, get_train_preset
-from fairdarts_core.search import (arch_step, bilevel_step, build_optimizers, build_supernet, run_search,
-                                   second_order_step, single_level_step, skip_noise_std, weight_step)
+from fairdarts_core.search import build_optimizers, build_supernet, run_search, skip_noise_std, zero_one_term
+from fairdarts_core.steps import arch_step, bilevel_step, second_order_step, weight_step
 
 DEBIAN_OK = __import__("pathlib").Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file()
 needs_data = pytest.mark.skipif(not DEBIAN_OK, reason="Fashion-MNIST (dataset-fashion-mnist) is not installed")
@@ -49,7 +49,7 @@ def test_unknown_preset_or_field_is_a_one_line_error():
         get_search_preset("nope")
     with pytest.raises(ValueError, match="unknown search config field"):
         get_search_preset("smoke", learning_rate=1)
-    with pytest.raises(ValueError, match="unknown search mode"):
+    with pytest.raises(ValueError, match="mode=.trilevel. is not valid: choose one of"):
         get_search_preset("smoke", mode="trilevel")
 
 
@@ -78,14 +78,14 @@ def _alphas(model):
 
 def test_arch_step_touches_only_alpha_and_weight_step_only_weights():
     model, w_opt, a_opt, (x, y), (xv, yv) = _model_and_batches(tiny())
-    before_w = [p.detach().clone() for p in model.weights()]
-    arch_step(model, xv, yv, a_opt, tiny())
-    assert all(p.grad is None for p in model.weights())          # no weight-gradient kernels ran
-    assert all(torch.equal(a, b) for a, b in zip(before_w, model.weights()))
+    before_w = [p.detach().clone() for p in model.network_parameters()]
+    arch_step(model, (xv, yv), a_opt, zero_one_term(tiny()))
+    assert all(p.grad is None for p in model.network_parameters())          # no weight-gradient kernels ran
+    assert all(torch.equal(a, b) for a, b in zip(before_w, model.network_parameters()))
     alphas = _alphas(model)
-    weight_step(model, x, y, w_opt, tiny())
+    weight_step(model, (x, y), w_opt, tiny().grad_clip)
     assert all(torch.equal(a, b) for a, b in zip(alphas, model.arch_parameters()))
-    assert not all(torch.equal(a, b) for a, b in zip(before_w, model.weights()))
+    assert not all(torch.equal(a, b) for a, b in zip(before_w, model.network_parameters()))
 
 
 @pytest.mark.parametrize("mode", ["bilevel", "single", "second_order"])
@@ -93,12 +93,7 @@ def test_every_mode_steps_and_changes_alpha(mode):
     config = tiny(mode=mode, arch_lr=0.01)
     model, w_opt, a_opt, bt, bv = _model_and_batches(config)
     before = _alphas(model)
-    if mode == "bilevel":
-        stats = bilevel_step(model, bt, bv, w_opt, a_opt, config)
-    elif mode == "single":
-        stats = single_level_step(model, bt, w_opt, a_opt, config)
-    else:
-        stats = second_order_step(model, bt, bv, w_opt, a_opt, config)
+    stats = steps.search_step(mode, model, bt, bv, w_opt, a_opt, zero_one_term(config), config.grad_clip)
     assert all(torch.isfinite(torch.as_tensor(v)).all() for v in stats.values())
     assert all(not torch.equal(a, b) for a, b in zip(before, model.arch_parameters()))
     assert all(torch.isfinite(a).all() for a in model.arch_parameters())
@@ -110,7 +105,7 @@ def test_second_order_differs_from_first_order():
     for step in (bilevel_step, second_order_step):
         model, w_opt, a_opt, bt, bv = _model_and_batches(config)
         for _ in range(2):  # the second step has a momentum buffer, so the virtual step uses it
-            step(model, bt, bv, w_opt, a_opt, config)
+            step(model, bt, bv, w_opt, a_opt, zero_one_term(config), config.grad_clip)
         results.append(_alphas(model))
     assert not torch.allclose(results[0][0], results[1][0])
 
@@ -122,7 +117,7 @@ def test_zero_one_loss_pushes_sigmoids_apart():
     with torch.no_grad():
         model.alphas_normal.copy_(torch.linspace(-1, 1, model.alphas_normal.numel()).view_as(model.alphas_normal))
     dist_before = (torch.sigmoid(model.alphas_normal) - 0.5).abs().mean()
-    arch_step(model, *bv, a_opt, config)
+    arch_step(model, bv, a_opt, zero_one_term(config))
     assert (torch.sigmoid(model.alphas_normal) - 0.5).abs().mean() > dist_before
 
 
@@ -139,13 +134,13 @@ def test_noise_schedule_is_a_cosine_from_one_to_zero():
 @needs_data
 def test_noise_is_set_for_the_scheduled_epochs_and_only_in_training(monkeypatch):
     seen = []
-    real_step = search.search_step
+    real_step = steps.search_step
 
-    def spy(model, *args):
+    def spy(mode, model, *args):
         seen.append((model.skip_noise_std, model.training))
-        return real_step(model, *args)
+        return real_step(mode, model, *args)
 
-    monkeypatch.setattr(search, "search_step", spy)
+    monkeypatch.setattr(steps, "search_step", spy)
     result = run_search(tiny(skip_noise=True, noise_epochs=2, epochs=3), progress=False)
     assert [s for s, _ in seen] == [1.0, 0.5, 0.0] and all(t for _, t in seen)
     assert [r["skip_noise_std"] for r in result.history] == [1.0, 0.5, 0.0]

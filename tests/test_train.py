@@ -11,7 +11,8 @@ import torch
 from fairdarts_core import cli
 from fairdarts_core.genotype import Genotype
 from fairdarts_core.presets import get_train_preset
-from fairdarts_core.train import evaluate_checkpoint, resolve_arch, run_train
+from fairdarts_core.train import evaluate_checkpoint, run_train
+from fairdarts_core.zoo import resolve_arch
 
 DEBIAN_OK = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file()
 pytestmark = pytest.mark.skipif(not DEBIAN_OK, reason="Fashion-MNIST (dataset-fashion-mnist) is not installed")

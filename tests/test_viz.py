@@ -103,3 +103,17 @@ def test_weights_heatmap_on_given_axes_and_tensor():
     with pytest.raises(ValueError, match="edge count"):
         viz.plot_weights_heatmap(np.zeros((13, 7)), FAIR_DARTS_OPS)
     matplotlib.pyplot.close(fig)
+
+
+def test_a_cell_without_live_node_says_so_in_the_drawing():
+    # node 2 has no input; node 3 is fed only by node 2: nothing reaches the output
+    src = viz.plot_cell([("skip_connect", 3, 2)]).source
+    out = node_line(src, "out")
+    assert "no live node" in out and "gray" in out and "dashed" in out
+    assert " -> out" not in src
+    live = viz.plot_cell(CELL).source
+    assert "no live node" not in live and "gray" not in node_line(live, "out")
+    g = Genotype((("skip_connect", 3, 2),), (("max_pool_3x3", 2, 0),))
+    assert g.cells_without_live_node() == ["normal"]
+    src = viz.plot_genotype(g).source
+    assert "no live node" in node_line(src, "normal_out") and "no live node" not in node_line(src, "reduce_out")

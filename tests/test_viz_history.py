@@ -82,6 +82,10 @@ def test_edge_trajectories_numbers_and_plot():
     plt.close(fig)
     with pytest.raises(ValueError, match="skip_connect"):
         viz.edge_trajectories(hist, ["sep_conv_3x3"] * 7)
+    with pytest.raises(ValueError, match="cell must be"):  # a ValueError, never a KeyError
+        viz.edge_trajectories(hist, OPS, cell="middle")
+    with pytest.raises(ValueError, match="record 1 has no 'reduce_weight'"):
+        viz.edge_trajectories([{k: v for k, v in r.items() if k != "reduce_weight"} for r in hist], OPS, cell="reduce")
 
 
 def test_weight_bars():

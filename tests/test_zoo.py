@@ -81,3 +81,52 @@ def test_all_genotypes_and_json_round_trip():
     assert list(cells) == list(EXPECTED_NAMES)
     for g in cells.values():
         assert Genotype.from_json(g.to_json()) == g
+
+
+# --- resolve_arch: the one way a named architecture becomes a Genotype ----------------------------------
+
+def test_resolve_arch_accepts_a_genotype_a_name_a_file_and_a_run_directory(tmp_path):
+    g = zoo.get("FairDARTS_d")
+    assert zoo.resolve_arch(g) is g
+    assert zoo.resolve_arch("FairDARTS_d") == g
+    g.save(tmp_path / "cell.json")
+    assert zoo.resolve_arch(tmp_path / "cell.json") == g
+    assert zoo.resolve_arch(str(tmp_path / "cell.json")) == g
+    run = tmp_path / "run"
+    run.mkdir()
+    g.save(run / zoo.GENOTYPE_FILE)
+    assert zoo.resolve_arch(run) == g and zoo.resolve_arch(str(run)) == g
+
+
+def test_a_published_name_wins_over_a_file_of_that_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    zoo.get("GDAS").save(tmp_path / "FairDARTS_a")
+    assert zoo.resolve_arch("FairDARTS_a") == zoo.get("FairDARTS_a")
+    assert zoo.resolve_arch("./FairDARTS_a") == zoo.get("GDAS")
+
+
+def _one_line_error(arch) -> str:
+    with pytest.raises(ValueError) as e:
+        zoo.resolve_arch(arch)
+    msg = str(e.value)
+    assert "\n" not in msg and "a genotype JSON file, or a search run directory" in msg
+    assert all(name in msg for name in EXPECTED_NAMES)
+    return msg
+
+
+def test_resolve_arch_errors_list_what_is_accepted(tmp_path):
+    assert _one_line_error("nope").startswith("unknown architecture 'nope': no published cell, file or directory")
+    assert "did you mean FairDARTS_a?" in _one_line_error("FairDarts_a")
+    assert _one_line_error(tmp_path).startswith(f"{tmp_path} is a directory without genotype.json")
+    assert "got NoneType None" in _one_line_error(None)
+    assert "got int 3" in _one_line_error(3)
+    assert "File name too long" in _one_line_error("x" * 5000)
+    assert len(_one_line_error("y" * 5000)) < 600  # the name is shortened in the message
+
+
+def test_a_bad_genotype_file_is_one_line_naming_it(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"normal": [["sep_conv_3x3", 2, 0]], "reduce": [["warp_drive", 2, 0]]}')
+    with pytest.raises(ValueError) as e:
+        zoo.resolve_arch(bad)
+    assert "\n" not in str(e.value) and "warp_drive" in str(e.value)
