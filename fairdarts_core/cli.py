@@ -52,6 +52,11 @@ def positive_int(text: str) -> int:
     return value
 
 
+def op_list(text: str) -> tuple:
+    """argparse type: comma-separated op names (checked where the config is built)."""
+    return tuple(op.strip() for op in text.split(",") if op.strip())
+
+
 def emit(args: argparse.Namespace, payload: dict, text: str) -> None:
     """Print ``payload`` as JSON when ``--json`` was given, else the human-readable ``text``."""
     print(json.dumps(payload) if getattr(args, "json", False) else text)
@@ -300,7 +305,7 @@ def add_mechanism(sub) -> None:
     # Defaults None: ChainConfig's own defaults apply, and --set can set the same fields.
     p.add_argument("--depth", type=positive_int, metavar="N", help="number of mixed edges in the chain (16)")
     p.add_argument("--relaxation", choices=["softmax", "sigmoid"], help="of the architecture weights (softmax)")
-    p.add_argument("--ops", metavar="OP,OP", help="candidate ops, with skip_connect (skip_connect,conv_3x3)")
+    p.add_argument("--ops", type=op_list, metavar="OP,OP", help="candidate ops, with skip_connect (skip_connect,conv_3x3)")
     p.add_argument("--steps", type=positive_int, metavar="N", help="bi-level steps (500)")
     p.add_argument("--seed", type=int, metavar="N", help="random seed (0)")
     p.add_argument("--arch-lr", type=float, metavar="LR", help="Adam learning rate of the architecture weights (3e-3)")
@@ -316,8 +321,6 @@ def add_mechanism(sub) -> None:
 def mechanism_config(args: argparse.Namespace):
     """The :class:`~fairdarts_core.mechanism.ChainConfig` the ``mechanism`` options describe."""
     from .mechanism import ChainConfig
-    if isinstance(args.ops, str):
-        args.ops = tuple(op.strip() for op in args.ops.split(","))
     return ChainConfig(**config_overrides(ChainConfig, args, ("depth", "relaxation", "ops", "steps", "seed",
                                                               "arch_lr", "subset")))
 
@@ -446,7 +449,8 @@ def add_bench(sub) -> None:
                  "supernet path side by side, with the peak memory of each (search-step), or one whole "
                  "CIFAR-sized search epoch on synthetic data (search-epoch).", bench.run)
     bench.add_arguments(p)
-    add_shared_options(p, ("json",))
+    add_shared_options(p, ("json", "threads", "device"), threads=dict(help="torch intra-op threads (default: torch's)"),
+                       device=dict(help="cpu, cuda, cuda:N or auto (default: cpu)"))
 
 
 # --- the command ----------------------------------------------------------------------------------------

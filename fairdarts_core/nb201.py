@@ -60,6 +60,9 @@ EDGES: Tuple[Tuple[int, int], ...] = tuple((to, src) for to in range(1, NODES) f
 
 NUM_EDGES = len(EDGES)
 
+EDGE_ROW = {edge: row for row, edge in enumerate(EDGES)}
+"""Row of alpha (and of the relaxed weights) of the edge ``(to, from)``."""
+
 DERIVE_METHODS = ("darts", "threshold")
 DEFAULT_DERIVE = {"softmax": "darts", "sigmoid": "threshold"}
 """The derive rule each relaxation's authors would use (see :func:`derive`)."""
@@ -388,9 +391,6 @@ class MixedEdge(nn.Module):
 FORMULATIONS = ("fast", "reference")
 """How a search cell computes its mixed edges: ``"reference"`` (every edge runs every op on its own,
 :class:`MixedEdge`) or ``"fast"`` (the edges leaving a node share work); same parameters, same math."""
-
-EDGE_ROW = {edge: row for row, edge in enumerate(EDGES)}
-"""Row of alpha (and of the relaxed weights) of the edge ``(to, from)``."""
 
 
 def _check_formulation(name: str) -> str:

@@ -373,7 +373,7 @@ def _build(cls, d: Dict[str, Any], what: str):
     if not isinstance(d, dict):
         raise ValueError(f"a {what} is a dict of fields, got {type(d).__name__}")
     d = dict(d)
-    for old, new in cls.LEGACY_KEYS.items():
+    for old, new in getattr(cls, "LEGACY_KEYS", {}).items():
         if old in d:
             if new in d and d[new] != d[old]:
                 raise ValueError(f"{what}: both {old} (the old name) and {new} are given, and they differ")
@@ -513,6 +513,6 @@ def apply_sets(cls, pairs) -> Dict[str, Any]:
         if "=" not in pair:
             raise ValueError(f"--set expects key=value, got {pair!r}")
         key, text = pair.split("=", 1)
-        key = cls.LEGACY_KEYS.get(key.strip(), key.strip())
+        key = getattr(cls, "LEGACY_KEYS", {}).get(key.strip(), key.strip())
         out[key] = parse_value(cls, key, text.strip())
     return out

@@ -123,15 +123,13 @@ def search_statistics(record: Mapping[str, Any], config: Any) -> Dict[str, float
 
 
 def chain_statistics(record: Mapping[str, Any], config: Mapping[str, Any]) -> Dict[str, float]:
-    """The statistics of one record of a chain experiment (:mod:`fairdarts_core.mechanism`): the mean and
-    the largest weight of every op over the layers, the share of layers where skip's weight exceeds every
-    other op's (:func:`fairdarts_core.mechanism.skip_summary`), and the training accuracy."""
+    """The statistics of one record of a chain experiment (:mod:`fairdarts_core.mechanism`): the mean
+    weight of every op over the layers, the share of layers where skip's weight exceeds every other op's
+    (:func:`fairdarts_core.mechanism.skip_summary`), and the training accuracy. (Not the largest weight:
+    it grows with the depth, so chains of another depth cannot lend it their spread.)"""
     ops = list(config["ops"])
     W = np.asarray(record["weights"], dtype=np.float64)
-    out: Dict[str, float] = {}
-    for k, op in enumerate(ops):
-        out[f"mean weight[{op}]"] = float(W[:, k].mean())
-        out[f"largest weight[{op}]"] = float(W[:, k].max())
+    out = {f"mean weight[{op}]": float(W[:, k].mean()) for k, op in enumerate(ops)}
     s = ops.index("skip_connect")
     out["skip wins[layers]"] = float((W[:, s] > np.delete(W, s, axis=1).max(1)).mean())
     out["accuracy[train]"] = float(record["train_acc"])
@@ -204,26 +202,31 @@ def seed_spread(samples: Iterable[Sample], kind: str) -> Spread:
     return Spread(kind, {key: (math.sqrt(ss[key] / dof[key]), dof[key]) for key in ss})
 
 
-def _search_setting(config: Any) -> Tuple:
+def search_setting(config: Any) -> Tuple:
+    """What makes two searches the same experiment but for the seed: every config field that changes the
+    math (not the seed, device, data directory, formulation or thread count)."""
     from .search import RESUME_FREE
 
     d = config.to_dict()
     return tuple(sorted((k, repr(v)) for k, v in d.items() if k not in set(RESUME_FREE) | {"seed"}))
 
 
-def _chain_setting(config: Mapping[str, Any]) -> Tuple:
+def chain_setting(config: Mapping[str, Any]) -> Tuple:
+    """What makes two chain experiments the same but for the seed (every field but seed and data_dir)."""
     return tuple(sorted((k, repr(v)) for k, v in config.items() if k not in ("seed", "data_dir")))
 
 
 def search_sample(run: "_runs.SearchRun", epochs: Optional[int] = None) -> Sample:
+    """The statistics of a recorded search's first ``epochs`` epochs (all: None)."""
     history = run.history[:epochs] if epochs else run.history
-    return Sample(Path(run.path), _search_setting(run.config), run.config.relaxation, [r["epoch"] for r in history],
+    return Sample(Path(run.path), search_setting(run.config), run.config.relaxation, [r["epoch"] for r in history],
                   [search_statistics(r, run.config) for r in history])
 
 
 def chain_sample(path: PathLike, run: Mapping[str, Any], steps: Optional[int] = None) -> Sample:
+    """The statistics of a recorded chain experiment's records up to step ``steps`` (all: None)."""
     records = [r for r in run["records"] if steps is None or r["step"] <= steps]
-    return Sample(Path(path), _chain_setting(run["config"]), run["config"]["relaxation"], [r["step"] for r in records],
+    return Sample(Path(path), chain_setting(run["config"]), run["config"]["relaxation"], [r["step"] for r in records],
                   [chain_statistics(r, run["config"]) for r in records])
 
 
@@ -336,7 +339,7 @@ def _exact_problems(label: str, got: Mapping[str, Any], want: Mapping[str, Any],
     problems = []
     for key in keys:
         a, b = got.get(key), want.get(key)
-        if isinstance(b, (list, tuple)) and key.endswith("weight" if "weight" in key else "weights"):
+        if key in ("normal_weight", "reduce_weight", "weights"):
             A, B = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
             if A.shape != B.shape or not np.array_equal(A, B):
                 diff = float(np.abs(A - B).max()) if A.shape == B.shape else float("nan")
@@ -397,10 +400,10 @@ def recheck_search(run_dir: PathLike, epochs: int = 2, mode: str = "auto", sprea
     (``mode="exact"``) or by its statistics (``"statistical"``; ``"auto"``: exact where the numerics
     signature is the recorder's). ``spread``: the seed spread (default: :func:`search_spread` of the runs
     recorded under ``reference``, leaving this run out). Returns the problems, one line each."""
-    return search_recheck(run_dir, epochs, mode, spread, reference).problems
+    return recheck_search_details(run_dir, epochs, mode, spread, reference).problems
 
 
-def search_recheck(run_dir: PathLike, epochs: int = 2, mode: str = "auto", spread: Optional[Spread] = None,
+def recheck_search_details(run_dir: PathLike, epochs: int = 2, mode: str = "auto", spread: Optional[Spread] = None,
                    reference: PathLike = RUNS) -> Recheck:
     """:func:`recheck_search` with the re-run's records and distances (for measurements)."""
     from .search import run_search
@@ -448,10 +451,10 @@ def recheck_chain(path: PathLike, steps: int = 50, mode: str = "auto", spread: O
     records, bit for bit or by its statistics as in :func:`recheck_search`. ``threads``: torch threads of
     the re-run (default: the recorded count where that makes the numerics the recorder's, else the
     current count)."""
-    return chain_recheck(path, steps, mode, spread, reference, threads).problems
+    return recheck_chain_details(path, steps, mode, spread, reference, threads).problems
 
 
-def chain_recheck(path: PathLike, steps: int = 50, mode: str = "auto", spread: Optional[Spread] = None,
+def recheck_chain_details(path: PathLike, steps: int = 50, mode: str = "auto", spread: Optional[Spread] = None,
                   reference: PathLike = RUNS, threads: Optional[int] = None) -> Recheck:
     """:func:`recheck_chain` with the re-run's records and distances (for measurements)."""
     from .mechanism import ChainConfig, run_chain

@@ -103,6 +103,38 @@ def weight_step(model, batch_train: Batch, w_optimizer: torch.optim.Optimizer, g
     return batch_stats("train", logits, y, loss)
 
 
+def arch_step_as_written(model, batch_val: Batch, a_optimizer: torch.optim.Optimizer,
+                         zero_one: ZeroOne = ZeroOne()) -> Stats:
+    """:func:`arch_step` as DARTS's ``Architect.step`` writes it: ``loss.backward()``, so autograd also
+    computes every weight gradient, which the step then discards. The same alpha update, more work: the
+    benchmark's baseline (``fairdarts bench``)."""
+    x, y = batch_val
+    a_optimizer.zero_grad()
+    logits = model(x)
+    loss, ce, _ = arch_loss(model, logits, y, zero_one)
+    loss.backward()
+    a_optimizer.step()
+    for p in model.network_parameters():
+        p.grad = None  # discarded
+    return batch_stats("val", logits, y, ce)
+
+
+def weight_step_as_written(model, batch_train: Batch, w_optimizer: torch.optim.Optimizer, grad_clip: float) -> Stats:
+    """:func:`weight_step` as DARTS's training loop writes it: ``loss.backward()`` (alpha's gradient comes
+    along, unused), clipping, SGD. The same update: the benchmark's baseline."""
+    x, y = batch_train
+    w_optimizer.zero_grad()
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.network_parameters(), grad_clip)
+    w_optimizer.step()
+    for p in model.arch_parameters():
+        p.grad = None  # unused
+    return batch_stats("train", logits, y, loss)
+
+
 def bilevel_step(model, batch_train: Batch, batch_val: Batch, w_optimizer, a_optimizer,
                  zero_one: ZeroOne = ZeroOne(), grad_clip: float = 0.0) -> Stats:
     """First-order bi-level step (DARTS with xi = 0; Fair DARTS): alpha on the validation batch, then the

@@ -318,7 +318,8 @@ def test_shared_run_options_are_declared_for_every_run_command():
     assert shared <= options("search") and shared <= options("train")
     assert {"--out", "--json", "--set", "--threads"} <= options("mechanism")
     assert {"--json", "--threads", "--device"} <= options("evaluate") and "--resume" not in options("evaluate")
-    for command in ("parse", "flops", "plot", "bench"):
+    assert {"--json", "--threads", "--device"} <= options("bench")
+    for command in ("parse", "flops", "plot"):
         assert "--json" in options(command)
     assert set(cli.COMMANDS) == {"search", "parse", "flops", "plot", "mechanism", "train", "evaluate", "bench"}
 
@@ -484,3 +485,12 @@ def test_mechanism_options_build_its_config():
     assert (cfg.depth, cfg.ops, cfg.channels, cfg.steps) == (4, ("skip_connect", "sep_conv_3x3"), 8, 9)
     with pytest.raises(ValueError, match="depth"):
         cli.mechanism_config(parsed("mechanism", "--set", "depth=0"))  # --set is checked by ChainConfig
+
+
+def test_under_torchrun_a_run_needs_out(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # each process would otherwise pick its own time-stamped directory
+    rc, _, err = call(capsys, "train", "--arch", "FairDARTS_a", "--preset", "smoke")
+    assert rc == 2
+    assert_one_line_error(err, "train", "torchrun", "--out")
+    assert list(tmp_path.iterdir()) == []

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from fairdarts_core import FAIR_DARTS_OPS, DARTS_OPS, Supernet
-from fairdarts_core.presets import SearchConfig
-from fairdarts_core.search import build_optimizers, weight_step
+from fairdarts_core.fast import FastOptions
+from fairdarts_core.steps import weight_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -28,20 +28,20 @@ def no_tf32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
-def twins(relaxation, primitives, dtype):
+def twins(relaxation, primitives, dtype, options=FastOptions()):
     torch.manual_seed(0)
     ref = Supernet(channels=8, layers=5, in_channels=3, relaxation=relaxation, primitives=primitives,
-                   alpha_init_std=0.5, path="reference").to("cuda", dtype)
+                   alpha_init_std=0.5, formulation="reference").to("cuda", dtype)
     ref.skip_noise_std = 0.3
     fst = copy.deepcopy(ref)
-    fst.set_path("fast")
+    fst.set_formulation("fast", options)
     return ref, fst
 
 
 def grads(model, x, y):
     torch.manual_seed(3)
     out = model(x)
-    g = torch.autograd.grad(F.cross_entropy(out, y), model.weights() + model.arch_parameters())
+    g = torch.autograd.grad(F.cross_entropy(out, y), model.network_parameters() + model.arch_parameters())
     return [out] + list(g)
 
 
@@ -49,10 +49,15 @@ def rel(a, b):
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
 
 
+MEMORY = {"defaults": FastOptions(), "recompute_all": FastOptions(recompute="all", memory_min_elements=0),
+          "rebuild": FastOptions(recompute="none", memory_min_elements=0)}
+
+
 @pytest.mark.parametrize("relaxation,primitives", [("sigmoid", FAIR_DARTS_OPS), ("softmax", DARTS_OPS)])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_fast_equals_reference_on_cuda(relaxation, primitives, dtype):
-    ref, fst = twins(relaxation, primitives, dtype)
+@pytest.mark.parametrize("memory", list(MEMORY))
+def test_fast_equals_reference_on_cuda(relaxation, primitives, dtype, memory):
+    ref, fst = twins(relaxation, primitives, dtype, MEMORY[memory])
     g = torch.Generator(device="cuda").manual_seed(1)
     x = torch.randn(8, 3, 16, 16, device="cuda", dtype=dtype, generator=g)
     y = torch.randint(0, 10, (8,), device="cuda", generator=g)
@@ -66,11 +71,10 @@ def test_bf16_weight_step_close_to_float32():
     other = copy.deepcopy(fst)
     x = torch.randn(16, 3, 16, 16, device="cuda")
     y = torch.randint(0, 10, (16,), device="cuda")
-    config = SearchConfig(channels=8, layers=5, grad_clip=5.0)
     for model, autocast in ((fst, False), (other, True)):
-        w_opt, _, _ = build_optimizers(model, config)
+        w_opt = torch.optim.SGD(model.network_parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-            weight_step(model, x, y, w_opt, config)
-    for a, b in zip(other.weights(), fst.weights()):
+            weight_step(model, (x, y), w_opt, grad_clip=5.0)
+    for a, b in zip(other.network_parameters(), fst.network_parameters()):
         assert torch.isfinite(a).all()
         assert (a - b).abs().max().item() <= 5e-2 * max(b.abs().max().item(), 1e-3)
