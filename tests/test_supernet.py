@@ -2,7 +2,6 @@
 noise on skip (identity skips only), the authors' state-dict layout."""
 import copy
 
-import numpy as np
 import pytest
 import torch
 
