@@ -446,7 +446,7 @@ def run_evaluate_cmd(args: argparse.Namespace) -> int:
 def add_bench(sub) -> None:
     from . import bench
     p = _command(sub, "bench", "Time one first-order bi-level search step of the reference and the fast "
-                 "supernet path side by side, with the peak memory of each (search-step), or one whole "
+                 "supernet formulation side by side, with the peak memory of each (search-step), or one whole "
                  "CIFAR-sized search epoch on synthetic data (search-epoch).", bench.run)
     bench.add_arguments(p)
     add_shared_options(p, ("json", "threads", "device"), threads=dict(help="torch intra-op threads (default: torch's)"),

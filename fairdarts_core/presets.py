@@ -39,11 +39,11 @@ from .data import DATASETS, search_split, split_size
 from .genotype import PARSE_METHODS
 from .network import AUX_MIN_IMAGE_SIZE, MIN_IMAGE_SIZE, MIN_LAYERS
 from .ops import DARTS_OPS, FAIR_DARTS_OPS, OPS
+from .supernet import FORMULATIONS
 
 MODES = ("bilevel", "single", "second_order")
 RELAXATIONS = ("sigmoid", "softmax")
 ZERO_ONE_KINDS = ("l2", "l1")
-FORMULATIONS = ("fast", "reference")
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 MAX_SEED = 2 ** 32 - 1
 
