@@ -36,9 +36,10 @@ import numpy as np
 import torch
 
 from .data import DATASETS, search_split, split_size
-from .genotype import PARSE_METHODS
 from .network import AUX_MIN_IMAGE_SIZE, MIN_IMAGE_SIZE, MIN_LAYERS
+from .nb201 import NB201_OPS
 from .ops import DARTS_OPS, FAIR_DARTS_OPS, OPS
+from .spaces import SPACES
 from .supernet import FORMULATIONS
 
 MODES = ("bilevel", "single", "second_order")
@@ -132,17 +133,17 @@ class _Fields:
         if parsed.type not in DEVICE_TYPES:
             raise _refuse(name, value, rule)
 
-    def op_names(self, name: str) -> None:
+    def op_names(self, name: str, ops: Sequence[str] = tuple(OPS), space: str = "darts") -> None:
         value = getattr(self.config, name)
         if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-            raise _refuse(name, value, f"{name} must be a list of op names, e.g. {','.join(FAIR_DARTS_OPS[:2])}")
+            raise _refuse(name, value, f"{name} must be a list of op names, e.g. {','.join(ops[:2])}")
         value = tuple(value)
-        known = ", ".join(sorted(OPS))
+        known = ", ".join(sorted(ops))
         if not value:
             raise _refuse(name, value, f"{name} must name at least one op; known ops: {known}")
         for op in value:
-            if not isinstance(op, str) or op not in OPS:
-                raise _refuse(name, value, f"unknown op {_short.repr(op)}; known ops: {known}")
+            if not isinstance(op, str) or op not in ops:
+                raise _refuse(name, value, f"unknown op {_short.repr(op)} in the {space} space; known ops: {known}")
         repeated = sorted({op for op in value if value.count(op) > 1})
         if repeated:
             raise _refuse(name, value, f"{name} lists {', '.join(repeated)} more than once")
@@ -179,6 +180,8 @@ def _check_data(f: _Fields) -> None:
                  f"at least 2x2 ({MIN_IMAGE_SIZE} -> 3 -> 2) for BatchNorm to train on a batch of one image")
     f.number("batch_size", 1, integer=True)
     f.number("cutout", 0, integer=True, why="the side of the cut-out square in pixels; 0: no cutout")
+    f.number("crop_pad", 0, integer=True, why="the zero padding of the random crop; 0: no crop")
+    f.flag("flip")
     f.number("channels", 1, integer=True, why="the initial channels C")
     f.number("layers", MIN_LAYERS, integer=True,
              why="the cells: reduction cells at 1/3 and 2/3 of the depth and a normal cell need 3 at least")
@@ -210,7 +213,10 @@ class SearchConfig:
     image_size: Optional[int] = None       # resize (CPU presets); None = native size
     batch_size: int = 64
     cutout: int = 0                        # the search does not use cutout (DARTS, Fair DARTS)
+    crop_pad: int = 4                      # random crop after padding by this many pixels (0: none)
+    flip: bool = True                      # random horizontal flips
     # supernet
+    space: str = "darts"                   # the search space (fairdarts_core.spaces): "darts" or "nb201"
     channels: int = 16
     layers: int = 8
     primitives: Tuple[str, ...] = FAIR_DARTS_OPS
@@ -254,12 +260,15 @@ class SearchConfig:
         _check_data(f)
         f.number("train_portion", 0, 1, low_open=True, high_open=True,
                  why="the share of the images that trains the weights; the rest trains the architecture")
-        f.op_names("primitives")
+        f.choice("space", tuple(SPACES))
+        space = SPACES[self.space]
+        f.op_names("primitives", space.ops, space.name)
         f.choice("relaxation", RELAXATIONS)
         f.number("alpha_init_std", 0)
         f.choice("formulation", FORMULATIONS)
-        f.choice("parse_method", PARSE_METHODS, optional=True,
-                 why="none: threshold_sparse for sigmoid, darts for softmax")
+        f.choice("parse_method", space.derive_methods, optional=True,
+                 why=f"none: {space.default_derive['sigmoid']} for sigmoid, {space.default_derive['softmax']} "
+                     f"for softmax")
         f.number("threshold", 0, 1, why="a relaxed weight is kept when it reaches the threshold")
         f.number("zero_one_weight", 0)
         f.choice("zero_one_kind", ZERO_ONE_KINDS)
@@ -271,6 +280,7 @@ class SearchConfig:
         f.number("noise_epochs", 1, integer=True, why="the epochs over which the noise decays to 0")
         if self.skip_noise and "skip_connect" not in self.primitives:
             raise _refuse("skip_noise", True, "noise on skip needs skip_connect among the primitives")
+        space.check_search_config(self)
         # The search split (DARTS, Sec. 3.1): each part must hold a whole batch, or every step of it would
         # silently run on fewer images than batch_size.
         n = _training_images(self)
@@ -342,8 +352,6 @@ class TrainConfig:
         f.flag("auxiliary")
         f.number("auxiliary_weight", 0)
         f.number("drop_path_prob", 0, 1, high_open=True, why="the drop-path probability reached at the end")
-        f.number("crop_pad", 0, integer=True, why="the zero padding of the random crop; 0: no crop")
-        f.flag("flip")
         f.flag("autoaugment")
         if _training_images(self) < self.batch_size:
             raise _refuse("subset", self.subset, f"the training images must hold at least one batch of "
@@ -420,6 +428,19 @@ SEARCH_PRESETS["darts-cpu"] = {**SEARCH_PRESETS["cpu"], "relaxation": "softmax",
                                "parse_method": "darts", "zero_one_weight": 0.0}
 SEARCH_PRESETS["cpu-long"] = {**SEARCH_PRESETS["cpu"], "epochs": 50}
 SEARCH_PRESETS["darts-cpu-long"] = {**SEARCH_PRESETS["darts-cpu"], "epochs": 50}
+# The NAS-Bench-201 space on a CPU, where DARTS collapses in minutes: Fashion-MNIST at 8x8, 2500 + 2500
+# images, 3 stages of 8 cells with 8, 16, 32 channels, first order, the benchmark's weight optimiser (SGD
+# 0.025, cosine to 0, weight decay 5e-4) and DARTS's architecture Adam (betas 0.5, 0.999) at 3e-3 (the
+# published 3e-4 barely moves alpha in 2000 steps). No augmentation: the images are 8 pixels wide.
+SEARCH_PRESETS["nb201-darts-cpu"] = dict(
+    space="nb201", dataset="fashion-mnist", subset=5000, train_portion=0.5, image_size=8, batch_size=64,
+    crop_pad=0, flip=False, epochs=50, channels=8, layers=24, primitives=NB201_OPS, relaxation="softmax",
+    alpha_init_std=1e-3, parse_method="darts", zero_one_weight=0.0, mode="bilevel", lr=0.025, lr_min=0.0,
+    momentum=0.9, weight_decay=5e-4, grad_clip=5.0, arch_lr=3e-3, arch_betas=(0.5, 0.999), arch_weight_decay=1e-3,
+    device="cpu", threads=1)
+# Its Fair DARTS counterpart: only the relaxation, its initialisation, the zero-one loss and the derive rule differ.
+SEARCH_PRESETS["nb201-cpu"] = {**SEARCH_PRESETS["nb201-darts-cpu"], "relaxation": "sigmoid", "alpha_init_std": 0.0,
+                               "parse_method": "threshold", "zero_one_weight": 10.0}
 
 TRAIN_PRESETS: Dict[str, Dict[str, Any]] = {
     # official_settings.md, "Retraining"

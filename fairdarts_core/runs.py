@@ -38,7 +38,6 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Unio
 import numpy as np
 import torch
 
-from .genotype import Genotype
 
 PathLike = Union[str, Path]
 CHECKPOINT_VERSION = 1
@@ -421,10 +420,19 @@ class SearchRun:
     path: Path
     config: Any                  # SearchConfig
     history: List[dict]          # one record per finished epoch (search.epoch_record)
-    genotype: Genotype           # derived from the latest relaxed weights
+    genotype: Any                # derived from the latest relaxed weights (Genotype, NB201Genotype)
     provenance: Optional[dict]   # None while the run is unfinished or was written by a notebook
-    normal_weight: np.ndarray    # latest relaxed weights, (14, n_ops)
-    reduce_weight: np.ndarray
+    weights: Dict[str, np.ndarray]  # the latest relaxed weights by name (spaces.SearchSpace.weight_names)
+
+    @property
+    def normal_weight(self) -> Optional[np.ndarray]:
+        """DARTS space: the latest relaxed weights of the normal cell, (14, n_ops)."""
+        return self.weights.get("normal_weight")
+
+    @property
+    def reduce_weight(self) -> Optional[np.ndarray]:
+        """DARTS space: the latest relaxed weights of the reduction cell, (14, n_ops)."""
+        return self.weights.get("reduce_weight")
 
     @property
     def epochs_done(self) -> int:
@@ -453,7 +461,7 @@ class TrainRun:
     path: Path
     config: Any                  # TrainConfig
     history: List[dict]
-    genotype: Genotype
+    genotype: Any                # Genotype or NB201Genotype
     provenance: Optional[dict]
 
     @property
@@ -481,17 +489,20 @@ def _history(path: Path) -> List[dict]:
 def load_search_run(path: PathLike) -> SearchRun:
     """Read a search run directory: config, history, genotype, provenance and the latest relaxed weights."""
     from .presets import SearchConfig
+    from .spaces import genotype_from_dict, get_space
 
     path = _run_dir(path)
     config = SearchConfig.from_dict(_read_json(path / "config.json"))
     history = _history(path / "history.json")
-    genotype = Genotype.from_dict(_read_json(path / "genotype.json"))
-    weights = []
-    for name in ("normal_weight", "reduce_weight"):
+    genotype = genotype_from_dict(_read_json(path / "genotype.json"))
+    weights = {}
+    for name in get_space(config.space).weight_names:
         file = path / f"{name}.npy"
-        weights.append(np.load(file, allow_pickle=False) if file.is_file()
-                       else np.asarray(history[-1][name], dtype=np.float32) if history else None)
-    return SearchRun(path, config, history, genotype, _optional_json(path / "provenance.json"), *weights)
+        if file.is_file():
+            weights[name] = np.load(file, allow_pickle=False)
+        elif history:
+            weights[name] = np.asarray(history[-1][name], dtype=np.float32)
+    return SearchRun(path, config, history, genotype, _optional_json(path / "provenance.json"), weights)
 
 
 def load_train_run(path: PathLike) -> TrainRun:
@@ -499,8 +510,10 @@ def load_train_run(path: PathLike) -> TrainRun:
     from .presets import TrainConfig
 
     path = _run_dir(path)
+    from .spaces import genotype_from_dict
+
     return TrainRun(path, TrainConfig.from_dict(_read_json(path / "config.json")), _history(path / "history.json"),
-                    Genotype.from_dict(_read_json(path / "genotype.json")), _optional_json(path / "provenance.json"))
+                    genotype_from_dict(_read_json(path / "genotype.json")), _optional_json(path / "provenance.json"))
 
 
 def load_mechanism_run(path: PathLike) -> dict:

@@ -6,9 +6,12 @@ Eq. 6, on an architecture batch, then SGD on the weights for ``CE`` on a trainin
 or DARTS's second-order unrolled step (DARTS Eq. 7-8). :func:`run_search` is the loop around them: data,
 optimisers, noise on skip, history, the run directory (:mod:`fairdarts_core.runs`), divergence checks.
 
-Run directory (``out_dir``): ``config.json``, ``history.json``, ``normal_weight.npy`` / ``reduce_weight.npy``
-(the latest relaxed matrices, rows in DARTS edge order: the authors' format, read by
-``fairdarts parse RUN_DIR``), ``genotype.json``, ``checkpoint.pt``, ``provenance.json``.
+The search space (``config.space``, :mod:`fairdarts_core.spaces`) builds the supernet and derives the cell.
+
+Run directory (``out_dir``): ``config.json``, ``history.json``, the latest relaxed matrices (DARTS space:
+``normal_weight.npy`` / ``reduce_weight.npy``, rows in DARTS edge order, the authors' format, read by
+``fairdarts parse RUN_DIR``; NAS-Bench-201 space: ``cell_weight.npy``), ``genotype.json``,
+``checkpoint.pt``, ``provenance.json``.
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ from .relax import zero_one_loss
 from .runs import (RunDir, check_resume_config, load_optimizer_state, load_state, open_run, seed_everything,
                    set_rng_state, rng_state)
 from .steps import DivergedError, ZeroOne, batch_stats, check_finite, finite_flag
-from .supernet import DEFAULT_PARSE, Supernet, SupernetConfig
+from .spaces import get_space
+from .supernet import Supernet
 
 
 def zero_one_term(config: SearchConfig) -> ZeroOne:
@@ -63,15 +67,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def parse_method(config: SearchConfig) -> str:
-    return config.parse_method or DEFAULT_PARSE[config.relaxation]
+    """The derive rule of ``config``: its ``parse_method``, or its relaxation's own in its search space."""
+    return get_space(config.space).derive_method(config)
 
 
-def build_supernet(config: SearchConfig, in_channels: int, num_classes: int) -> Supernet:
-    """The supernet ``config`` describes, for images of ``in_channels`` channels and ``num_classes`` classes."""
-    return Supernet(SupernetConfig(channels=config.channels, layers=config.layers, in_channels=in_channels,
-                                   num_classes=num_classes, primitives=config.primitives,
-                                   relaxation=config.relaxation, alpha_init_std=config.alpha_init_std,
-                                   formulation=config.formulation))
+def build_supernet(config: SearchConfig, in_channels: int, num_classes: int) -> torch.nn.Module:
+    """The supernet ``config`` describes (in its search space), for images of ``in_channels`` channels and
+    ``num_classes`` classes."""
+    return get_space(config.space).build_supernet(config, in_channels, num_classes)
 
 
 def build_optimizers(model: Supernet, config: SearchConfig):
@@ -102,10 +105,10 @@ def epoch_record(epoch: int, model: Supernet, config: SearchConfig, sums: Dict[s
                  seconds: float, noise: float) -> dict:
     """The history record of epoch ``epoch`` (0-based): relaxed weights, derived genotype, mean losses and
     accuracies of the epoch's steps, the zero-one loss, skip counts, learning rate, noise, wall time."""
-    normal, reduce = (w.detach().cpu() for w in model.relaxed_weights())
-    genotype = Genotype.from_weights(normal.numpy(), reduce.numpy(), config.primitives, parse_method(config),
-                                     config.threshold)
-    l01 = zero_one_loss([normal, reduce], config.zero_one_kind).item()
+    space = get_space(config.space)
+    relaxed = [w.detach().cpu() for w in model.relaxed_weights()]
+    genotype = space.derive([w.numpy() for w in relaxed], config, parse_method(config))
+    l01 = zero_one_loss(relaxed, config.zero_one_kind).item()
     s = {k: float(v.item() if torch.is_tensor(v) else v) for k, v in sums.items()}
 
     def mean(prefix, what):
@@ -114,13 +117,12 @@ def epoch_record(epoch: int, model: Supernet, config: SearchConfig, sums: Dict[s
 
     return {
         "epoch": epoch + 1,
-        "normal_weight": normal.tolist(), "reduce_weight": reduce.tolist(),
+        **{name: w.tolist() for name, w in zip(space.weight_names, relaxed)},
         "genotype": genotype.to_dict(),
         "train_loss": mean("train", "loss_sum"), "train_acc": mean("train", "correct"),
         "val_loss": mean("val", "loss_sum"), "val_acc": mean("val", "correct"),
         "zero_one_loss": l01,
-        "skip_normal": genotype.count("skip_connect", "normal"),
-        "skip_reduce": genotype.count("skip_connect", "reduce"),
+        **space.skip_counts(genotype),
         "lr": lr, "skip_noise_std": noise, "seconds": seconds,
     }
 
@@ -129,11 +131,15 @@ def _fmt(x, spec=".3f"):
     return "-" if x is None else format(x, spec)
 
 
+SKIP_KEYS = ("skip_normal", "skip_reduce", "skips")
+"""History keys that count the skip connections of the derived cell (DARTS space: per cell type)."""
+
+
 def format_record(r: dict, epochs: int) -> str:
     """One human-readable line per epoch."""
     return (f"epoch {r['epoch']:>3}/{epochs}  train loss {_fmt(r['train_loss'])} acc {_fmt(r['train_acc'])}  "
             f"val loss {_fmt(r['val_loss'])} acc {_fmt(r['val_acc'])}  L01 {r['zero_one_loss']:+.4f}  "
-            f"skips {r['skip_normal']}/{r['skip_reduce']}  lr {r['lr']:.4g}  {r['seconds']:.1f}s")
+            f"skips {'/'.join(str(r[k]) for k in SKIP_KEYS if k in r)}  lr {r['lr']:.4g}  {r['seconds']:.1f}s")
 
 
 @torch.no_grad()
@@ -195,7 +201,7 @@ def _search(config: SearchConfig, run: Optional[RunDir], resume: bool, callback,
     seed_everything(config.seed)
     train_loader, val_loader, info = search_loaders(
         config.dataset, config.data_dir, config.subset, config.train_portion, config.image_size,
-        config.batch_size, config.seed, Augment(crop_pad=4, flip=True, cutout=config.cutout), device)
+        config.batch_size, config.seed, Augment(crop_pad=config.crop_pad, flip=config.flip, cutout=config.cutout), device)
     model = build_supernet(config, info.in_channels, info.num_classes).to(device)
     w_opt, a_opt, sched = build_optimizers(model, config)
     history: List[dict] = []
@@ -248,7 +254,8 @@ def _search(config: SearchConfig, run: Optional[RunDir], resume: bool, callback,
             break
 
     model.skip_noise_std = 0.0
-    genotype = model.genotype(parse_method(config), config.threshold)
+    genotype = get_space(config.space).derive([w.detach().cpu().numpy() for w in model.relaxed_weights()], config,
+                                              parse_method(config))
     return SearchResult(history, genotype, model, None if run is None else run.path, config)
 
 
@@ -258,8 +265,8 @@ def _write_epoch(run: RunDir, model: Supernet, config: SearchConfig, history: Li
     epoch whose files are not written."""
     last = history[-1]
     run.write_json("history.json", history)
-    run.save_npy("normal_weight.npy", np.asarray(last["normal_weight"], dtype=np.float32))
-    run.save_npy("reduce_weight.npy", np.asarray(last["reduce_weight"], dtype=np.float32))
+    for name in get_space(config.space).weight_names:
+        run.save_npy(f"{name}.npy", np.asarray(last[name], dtype=np.float32))
     run.write_json("genotype.json", last["genotype"], indent=1)
     run.save_checkpoint({
         "epoch": len(history), "config": config.to_dict(), "model": model.state_dict(),

@@ -27,6 +27,7 @@ from .presets import TrainConfig
 from .runs import (RunDir, check_resume_config, load_optimizer_state, load_state, open_run, rng_state,
                    seed_everything, set_rng_state)
 from .search import resolve_device
+from .spaces import genotype_from_dict, space_of
 from .steps import DivergedError, check_finite
 from .zoo import resolve_arch
 
@@ -104,11 +105,10 @@ def build_loaders(config: TrainConfig, device, dist_info: Dist = Dist()):
     return train, test, info
 
 
-def build_network(config: TrainConfig, genotype: Genotype, in_channels: int, num_classes: int):
-    from .network import NetworkCIFAR
-
-    return NetworkCIFAR(config.channels, num_classes, config.layers, config.auxiliary, genotype,
-                        drop_path_prob=0.0, in_channels=in_channels)
+def build_network(config: TrainConfig, genotype, in_channels: int, num_classes: int):
+    """The evaluation network of ``genotype``'s search space (DARTS: ``NetworkCIFAR``; NAS-Bench-201:
+    ``NB201Network``), shaped by ``config``."""
+    return space_of(genotype).build_network(config, genotype, in_channels, num_classes)
 
 
 @torch.no_grad()
@@ -162,8 +162,9 @@ def run_train(config: TrainConfig, arch: Union[str, Genotype, Path], out_dir: Un
     weight or buffer stops the run with :class:`DivergedError`. Under torchrun every process calls this
     function; only rank 0 writes.
     """
-    dist_info = init_distributed(config.device)
     genotype = resolve_arch(arch)
+    space_of(genotype).check_train_config(config)
+    dist_info = init_distributed(config.device)
     if out_dir is None or not dist_info.main:
         if resume and out_dir is None:
             raise ValueError("resume needs the run directory (out_dir / --out)")
@@ -175,7 +176,7 @@ def run_train(config: TrainConfig, arch: Union[str, Genotype, Path], out_dir: Un
     with open_run(out_dir, "train", resume, command) as run:
         ckpt = run.load_checkpoint() if resume else None
         if ckpt is not None:
-            if Genotype.from_dict(ckpt["genotype"]) != genotype:
+            if genotype_from_dict(ckpt["genotype"]) != genotype:
                 raise ValueError(f"cannot resume {run.path}: it was trained with another genotype")
             check_resume_config(TrainConfig.from_dict(ckpt["config"]).to_dict(), config.to_dict(), RESUME_FREE,
                                 run.path)
@@ -222,7 +223,7 @@ def _train(config: TrainConfig, genotype: Genotype, run: Optional[RunDir], ckpt:
         model = net
     if run is not None:
         run.write_json("config.json", config.to_dict(), indent=1)
-        genotype.save(run.path / "genotype.json")
+        run.write_json("genotype.json", genotype.to_dict(), indent=1)
 
     for epoch in range(start, config.epochs):
         t0 = time.time()
@@ -290,7 +291,7 @@ def evaluate_checkpoint(path: Union[str, Path], arch: Union[str, Genotype, Path,
         if missing:
             raise ValueError(f"checkpoint {path} lacks {', '.join(missing)} (damaged or edited by hand)")
         config = TrainConfig.from_dict(raw["config"])
-        genotype = Genotype.from_dict(raw["genotype"])
+        genotype = genotype_from_dict(raw["genotype"])
         if arch is not None and resolve_arch(arch) != genotype:
             raise ValueError(f"{path} holds another architecture than {arch}")
         dataset = dataset or config.dataset

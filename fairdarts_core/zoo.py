@@ -187,8 +187,8 @@ def fair_darts_names() -> List[str]:
 GENOTYPE_FILE = "genotype.json"
 """The file a search run directory keeps its derived cells in."""
 
-ACCEPTED = (f"a published cell ({', '.join(NAMES)}), a genotype JSON file, or a search run directory "
-            f"holding {GENOTYPE_FILE}")
+ACCEPTED = (f"a published cell ({', '.join(NAMES)}), a genotype JSON file, a search run directory "
+            f"holding {GENOTYPE_FILE}, or a NAS-Bench-201 string (|op~0|+|op~0|op~1|+|op~0|op~1|op~2|)")
 """What :func:`resolve_arch` accepts, in words (its error messages list it)."""
 
 
@@ -200,10 +200,15 @@ def resolve_arch(arch: Union[Genotype, str, "os.PathLike[str]"]) -> Genotype:
     written by :meth:`Genotype.save`), or a search run directory (its ``genotype.json``). Anything else is
     one ``ValueError`` line that lists what is accepted.
     """
-    if isinstance(arch, Genotype):
+    from .nb201 import NB201Genotype
+    from .spaces import load_genotype
+
+    if isinstance(arch, (Genotype, NB201Genotype)):
         return arch
     if isinstance(arch, str) and arch in _PUBLISHED:
         return get(arch)
+    if isinstance(arch, str) and arch.startswith("|"):  # a NAS-Bench-201 architecture string
+        return NB201Genotype.from_string(arch)
     if not isinstance(arch, (str, os.PathLike)) or str(arch) == "":
         raise ValueError(f"an architecture is {ACCEPTED}; got {type(arch).__name__} {reprlib.repr(arch)}")
     path = Path(arch)
@@ -216,9 +221,9 @@ def resolve_arch(arch: Union[Genotype, str, "os.PathLike[str]"]) -> Genotype:
         if not (path / GENOTYPE_FILE).is_file():
             raise ValueError(f"{path} is a directory without {GENOTYPE_FILE} (not a finished search run); "
                              f"an architecture is {ACCEPTED}")
-        return Genotype.load(path / GENOTYPE_FILE)
+        return load_genotype(path / GENOTYPE_FILE)
     if is_file:
-        return Genotype.load(path)
+        return load_genotype(path)
     close = difflib.get_close_matches(str(arch), NAMES, n=1)
     guess = f" (did you mean {close[0]}?)" if close else ""
     raise ValueError(f"unknown architecture {reprlib.repr(str(arch))}{guess}: no published cell, file or directory "

@@ -72,7 +72,7 @@ SEARCH_REFUSED = [
     ("formulation", "slow", "choose one of fast, reference"),
     ("parse_method", "best", "choose one of darts, threshold_sparse, threshold_edge or none"),
     ("primitives", (), "primitives must name at least one op; known ops: "),
-    ("primitives", ("skip_connect", "warp"), "unknown op 'warp'; known ops: "),
+    ("primitives", ("skip_connect", "warp"), "unknown op 'warp' in the darts space; known ops: "),
     ("primitives", ("skip_connect", "skip_connect"), "primitives lists skip_connect more than once"),
     ("primitives", ("none",), "primitives needs an op besides none"),
     ("primitives", "skip_connect", "primitives must be a list of op names"),

@@ -109,7 +109,7 @@ def _one_line_error(arch) -> str:
     with pytest.raises(ValueError) as e:
         zoo.resolve_arch(arch)
     msg = str(e.value)
-    assert "\n" not in msg and "a genotype JSON file, or a search run directory" in msg
+    assert "\n" not in msg and "a genotype JSON file, a search run directory" in msg and "NAS-Bench-201 string" in msg
     assert all(name in msg for name in EXPECTED_NAMES)
     return msg
 
