@@ -373,7 +373,9 @@ def run_search_cmd(args: argparse.Namespace) -> int:
     out = _run_dir(args, "search")
     log, progress = _logger(args)
     result = run_search(config, out, resume=args.resume, progress=progress, log=log, command=args.argv)
-    last = {k: v for k, v in result.history[-1].items() if k not in ("normal_weight", "reduce_weight")} if result.history else {}
+    from .spaces import get_space
+    weights = get_space(config.space).weight_names
+    last = {k: v for k, v in result.history[-1].items() if k not in weights} if result.history else {}
     payload = {**_run_summary(args, out, result.history), "genotype": result.genotype.to_dict(), "last": last}
     emit(args, payload, f"wrote {out}\n{result.genotype.describe()}\n"
          f"next: fairdarts parse {out}   |   fairdarts train --genotype {out / 'genotype.json'} --preset ...")

@@ -266,6 +266,17 @@ class NB201Genotype:
         its output is zeros, or a constant where a conv hangs on a dead node (the BN shift)."""
         return NODES - 1 in self.reachable_nodes()
 
+    def describe(self) -> str:
+        """Human-readable cell: the string, each node's inputs, the skip and parameter-free counts."""
+        free = sum(op in PARAMETER_FREE_OPS for op in self.ops)
+        lines = [self.to_string(),
+                 f"NAS-Bench-201 cell: {self.count('skip_connect')} of {NUM_EDGES} edges skip_connect, {free} "
+                 f"parameter-free" + ("" if self.is_connected() else "; the output does not depend on the input")]
+        for node in range(1, NODES):
+            inputs = ", ".join(f"{op}({src})" for op, to, src in self.edges if to == node)
+            lines.append(f"  node {node} <- {inputs}")
+        return "\n".join(lines)
+
 
 Arch = Union[NB201Genotype, str, Mapping[str, Any]]
 

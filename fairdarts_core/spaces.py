@@ -97,19 +97,21 @@ def _stages(config) -> int:
     return config.layers // 3
 
 
-def _nb201_check_search(config) -> None:
+def _check_stages(config) -> None:
     if config.layers % 3:
         raise ValueError(f"layers={config.layers} is not valid in the nb201 space: it counts the cells of three "
                          f"equal stages, so it must be a multiple of 3 (e.g. 15: 5 cells per stage)")
+
+
+def _nb201_check_search(config) -> None:
+    _check_stages(config)
     if config.skip_noise:
         raise ValueError("skip_noise=True is not supported in the nb201 space (noise on skip is defined for the "
                          "DARTS space's cells)")
 
 
 def _nb201_check_train(config) -> None:
-    if config.layers % 3:
-        raise ValueError(f"layers={config.layers} is not valid for a NAS-Bench-201 network: it counts the cells "
-                         f"of three equal stages, so it must be a multiple of 3")
+    _check_stages(config)
     if config.auxiliary:
         raise ValueError("auxiliary=True is not valid for a NAS-Bench-201 network: it has no auxiliary head; "
                          "set auxiliary=false")
