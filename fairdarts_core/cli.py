@@ -164,8 +164,9 @@ def add_parse(sub) -> None:
                    help="a search run directory holding normal_weight.npy and reduce_weight.npy")
     p.add_argument("--normal", metavar="N.npy", help="(14, n_ops) relaxed weights of the normal cell, in [0, 1]")
     p.add_argument("--reduce", metavar="R.npy", help="(14, n_ops) relaxed weights of the reduction cell, in [0, 1]")
-    p.add_argument("--method", choices=PARSE_METHODS,
-                   help="parse rule (default: darts for softmax weights, threshold_sparse for sigmoid)")
+    p.add_argument("--method", choices=PARSE_METHODS + ("threshold",),
+                   help="parse rule (default: darts for softmax weights, threshold_sparse for sigmoid; "
+                        "NAS-Bench-201 runs: darts or threshold)")
     p.add_argument("--threshold", type=float, default=0.85, help="keep an op only if its weight >= this (0.85)")
     p.add_argument("--primitives", choices=tuple(OP_SETS),
                    help="the op set of the columns (default: the run's config.json, else 7 -> fair_darts, 8 -> darts)")
@@ -183,8 +184,10 @@ def run_parse(args: argparse.Namespace) -> int:
         run_dir = Path(args.run_dir)
         if not run_dir.is_dir():
             raise ValueError(f"run directory not found: {run_dir}")
-        normal_path, reduce_path = run_dir / "normal_weight.npy", run_dir / "reduce_weight.npy"
         hints = read_parse_hints(run_dir)
+        if hints.get("space") == "nb201":
+            return _parse_nb201(args, run_dir, hints)
+        normal_path, reduce_path = run_dir / "normal_weight.npy", run_dir / "reduce_weight.npy"
     elif args.normal and args.reduce:
         normal_path, reduce_path = Path(args.normal), Path(args.reduce)
     else:
@@ -204,6 +207,25 @@ def run_parse(args: argparse.Namespace) -> int:
     if args.out:
         genotype.save(_check_out(Path(args.out)))
 
+    payload = {**genotype.to_dict(), "method": method, "threshold": args.threshold, "primitives": list(primitives)}
+    head = f"genotype by {method}" + ("" if method == "darts" else f" (threshold {args.threshold})")
+    emit(args, payload, "\n".join([head, genotype.describe()] + ([f"wrote {args.out}"] if args.out else [])))
+    return 0
+
+
+def _parse_nb201(args: argparse.Namespace, run_dir: Path, hints: dict) -> int:
+    """``parse`` of a NAS-Bench-201 search run: its ``cell_weight.npy`` by the run's (or ``--method``'s) rule."""
+    from . import nb201
+    from .genotype import load_weight_matrix
+    primitives = tuple(hints.get("primitives") or nb201.NB201_OPS)
+    method = args.method or nb201.DEFAULT_DERIVE.get(hints.get("relaxation"), "darts")
+    if method not in nb201.DERIVE_METHODS:
+        raise ValueError(f"--method {method} does not apply to the nb201 space; choose one of "
+                         f"{', '.join(nb201.DERIVE_METHODS)}")
+    genotype = nb201.derive(load_weight_matrix(run_dir / "cell_weight.npy"), primitives, method, args.threshold)
+    if args.out:
+        from .runs import atomic_write_json
+        atomic_write_json(_check_out(Path(args.out)), genotype.to_dict(), indent=1)
     payload = {**genotype.to_dict(), "method": method, "threshold": args.threshold, "primitives": list(primitives)}
     head = f"genotype by {method}" + ("" if method == "darts" else f" (threshold {args.threshold})")
     emit(args, payload, "\n".join([head, genotype.describe()] + ([f"wrote {args.out}"] if args.out else [])))
@@ -278,9 +300,19 @@ def run_plot(args: argparse.Namespace) -> int:
     """Draws even a cell with no live node (the drawing is how one sees why it is empty), and says so:
     a warning on stderr and, with --json, the key ``no_live_node`` (the cells concerned; absent when every
     drawn cell has a live node)."""
+    from .nb201 import NB201Genotype
     from .viz import save_cell
     label, genotype = _arch(args)
     out = _check_out(Path(args.out))
+    if isinstance(genotype, NB201Genotype):  # one cell type
+        save_cell(genotype, out, title=label)
+        payload = {"arch": label, "cell": "cell", "out": str(out)}
+        if not genotype.is_connected():
+            warn(args, f"the cell of {label} does not connect its input to its output (its output is a "
+                       f"constant); drawn anyway in {out}")
+            payload["no_live_node"] = ["cell"]
+        emit(args, payload, f"wrote {out}")
+        return 0
     if args.cell == "both":
         save_cell(genotype, out, title=label)
     else:

@@ -325,7 +325,7 @@ def load_weight_matrix(path: Union[str, Path]) -> np.ndarray:
 
 
 def read_parse_hints(run_dir: Union[str, Path]) -> Dict[str, Any]:
-    """``primitives`` and ``relaxation`` from a search run directory's ``config.json``, where the search wrote
+    """``primitives``, ``relaxation`` and ``space`` from a search run directory's ``config.json``, where the search wrote
     one (at the top level or one level down, so a nested ``{"supernet": {...}}`` works too); ``{}`` without
     a config.json. Only these two hints are read: a directory holding just the two weight matrices is enough
     to parse."""
@@ -342,7 +342,7 @@ def read_parse_hints(run_dir: Union[str, Path]) -> Dict[str, Any]:
         raise ValueError(f"{path} must hold a JSON object")
     found: Dict[str, Any] = {}
     for d in [cfg] + [v for v in cfg.values() if isinstance(v, dict)]:
-        for key in ("primitives", "relaxation"):
+        for key in ("primitives", "relaxation", "space"):
             if key in d and key not in found:
                 found[key] = d[key]
     return found

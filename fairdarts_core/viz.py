@@ -99,7 +99,8 @@ def plot_genotype(genotype: Genotype, title: Optional[str] = None) -> graphviz.D
 
 def save_cell(cell: Union[Genotype, Iterable[Edge], graphviz.Digraph], path: Union[str, Path],
               title: Optional[str] = None, steps: int = STEPS) -> Path:
-    """Draw a genotype (both cells), one cell's edges, or an existing drawing, and write it to ``path``;
+    """Draw a genotype (both cells; a NAS-Bench-201 genotype: its cell), one cell's edges, or an existing
+    drawing, and write it to ``path``;
     the format comes from the suffix (.svg, .png, .pdf). Returns the path."""
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
@@ -107,8 +108,12 @@ def save_cell(cell: Union[Genotype, Iterable[Edge], graphviz.Digraph], path: Uni
         raise ValueError(f"cannot save a drawing as {path.name!r}: use a .svg, .png or .pdf file name")
     if shutil.which("dot") is None:
         raise ValueError("graphviz's `dot` program is missing: apt-get install graphviz (or conda install graphviz)")
+    from .nb201 import NB201Genotype, cell_graph
+
     if isinstance(cell, graphviz.Digraph):
         g = cell
+    elif isinstance(cell, NB201Genotype):
+        g = cell_graph(cell, title)
     elif isinstance(cell, Genotype):
         g = plot_genotype(cell, title)
     else:
