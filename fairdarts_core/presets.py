@@ -452,6 +452,11 @@ TRAIN_PRESETS: Dict[str, Dict[str, Any]] = {
     "cpu": dict(dataset="fashion-mnist", subset=5000, test_subset=2000, image_size=32, batch_size=64,
                 epochs=5, channels=8, layers=6, auxiliary=True, drop_path_prob=0.1, lr=0.05, cutout=8,
                 device="cpu", threads=1),
+    # NAS-Bench-201's evaluation network (3 stages of 5 cells, 16 channels) on the nb201 searches' images
+    # (Fashion-MNIST at 8x8): minutes on one core, to compare derived cells with each other.
+    "nb201-cpu": dict(dataset="fashion-mnist", subset=5000, test_subset=2000, image_size=8, batch_size=64,
+                      epochs=10, channels=16, layers=15, auxiliary=False, drop_path_prob=0.0, lr=0.05,
+                      weight_decay=5e-4, crop_pad=1, flip=True, cutout=0, device="cpu", threads=1),
     "smoke": dict(dataset="fashion-mnist", subset=64, test_subset=32, image_size=32, batch_size=16,
                   eval_batch_size=32, epochs=1, channels=4, layers=3, auxiliary=True, drop_path_prob=0.1,
                   cutout=8, device="cpu", threads=1),

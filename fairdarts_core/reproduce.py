@@ -25,7 +25,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -157,20 +157,34 @@ class Sample:
 @dataclass(frozen=True)
 class Spread:
     """Pooled seed-to-seed standard deviation of each family of statistics (``"mean weight"``, ``"loss"``,
-    ...), per relaxation and epoch (or step): ``sd[(relaxation, at, family)] = (sd, degrees of freedom)``."""
+    ...), per relaxation and epoch (or step): ``sd[(relaxation, at, family)] = (sd, degrees of freedom)``;
+    ``seeded``: the settings recorded with two seeds or more."""
 
     kind: str
     sd: Dict[Tuple[str, int, str], Tuple[float, int]]
+    seeded: FrozenSet[Tuple] = frozenset()
 
-    def tolerance(self, relaxation: str, at: int, name: str, unit: float = 0.0, k: float = K) -> Tuple[float, float]:
-        """``(K * sd, sd)`` for statistic ``name`` at ``at``; the sd of a discrete statistic is at least
-        half its ``unit``. A ``ValueError`` when no recorded seeds measure it."""
-        key = (relaxation, at, _family(name))
-        if key not in self.sd:
-            raise ValueError(f"no recorded {relaxation} {self.kind} with two seeds or more measures the spread "
-                             f"of {_family(name)} at {'epoch' if self.kind == 'search' else 'step'} {at}")
-        sd = max(self.sd[key][0], unit / 2)
-        return k * sd, sd
+    def of(self, setting: Tuple, relaxation: str, at: int, name: str, unit: float = 0.0) -> Tuple[float, str]:
+        """The spread statistic ``name`` of a run of ``setting`` is measured against at ``at``, and what
+        it is. A setting with seeds of its own: the pooled spread at the same epoch (step). A setting with
+        one seed: the widest pooled spread of its relaxation at any epoch (step); a lever meant to move a
+        search faster (a larger architecture learning rate, more data) is further along after two epochs
+        than the seeded presets are. The spread of a discrete statistic is at least half its ``unit``.
+        A ``ValueError`` when no recorded seeds measure it."""
+        family, where = _family(name), "epoch" if self.kind == "search" else "step"
+        if setting in self.seeded:
+            key = (relaxation, at, family)
+            if key not in self.sd:
+                raise ValueError(f"the recorded seeds of this {relaxation} {self.kind} do not measure the spread of "
+                                 f"{family} at {where} {at}")
+            sd, what = self.sd[key][0], "the seed spread"
+        else:
+            widest = [v[0] for (r, _, f), v in self.sd.items() if r == relaxation and f == family]
+            if not widest:
+                raise ValueError(f"no recorded {relaxation} {self.kind} with two seeds or more measures the spread "
+                                 f"of {family}")
+            sd, what = max(widest), f"the widest seed spread of the {relaxation} {self.kind}es (one seed here)"
+        return max(sd, unit / 2), what
 
 
 def seed_spread(samples: Iterable[Sample], kind: str) -> Spread:
@@ -180,26 +194,24 @@ def seed_spread(samples: Iterable[Sample], kind: str) -> Spread:
 
     Why pooled and not per setting: three seeds give an estimate with two degrees of freedom, which is
     often far too small (measured: at depth 32, a re-run with other kernels landed 7 of its own setting's
-    standard deviations from its record, and 1.2 pooled ones). Settings recorded with one seed (the
-    levers, the depth-64 chains) have no spread of their own and are checked against the pooled one.
+    standard deviations from its record, and 1.2 pooled ones).
     """
     groups: Dict[Tuple, List[Sample]] = defaultdict(list)
     for s in samples:
         groups[s.setting].append(s)
     ss: Dict[Tuple[str, int, str], float] = defaultdict(float)
     dof: Dict[Tuple[str, int, str], int] = defaultdict(int)
-    for group in groups.values():
-        if len(group) < 2:
-            continue
-        common_at = sorted(set.intersection(*(set(s.at) for s in group)))
-        for at in common_at:
+    seeded = frozenset(key for key, group in groups.items() if len(group) >= 2)
+    for key in seeded:
+        group = groups[key]
+        for at in sorted(set.intersection(*(set(s.at) for s in group))):
             rows = [s.stats[s.at.index(at)] for s in group]
             for name in set.intersection(*(set(r) for r in rows)):
                 x = np.array([r[name] for r in rows])
-                key = (group[0].relaxation, at, _family(name))
-                ss[key] += float(((x - x.mean()) ** 2).sum())
-                dof[key] += len(x) - 1
-    return Spread(kind, {key: (math.sqrt(ss[key] / dof[key]), dof[key]) for key in ss})
+                pooled = (group[0].relaxation, at, _family(name))
+                ss[pooled] += float(((x - x.mean()) ** 2).sum())
+                dof[pooled] += len(x) - 1
+    return Spread(kind, {key: (math.sqrt(ss[key] / dof[key]), dof[key]) for key in ss}, seeded)
 
 
 def search_setting(config: Any) -> Tuple:
@@ -240,20 +252,19 @@ def recorded_chains(root: PathLike = RUNS) -> List[Path]:
     return [p for sub in CHAIN_DIRS for p in _runs.finished_runs(Path(root) / sub) if p.is_file()]
 
 
-def search_spread(root: PathLike = RUNS, exclude: Optional[PathLike] = None, epochs: int = 2) -> Spread:
-    """The seed spread of the recorded searches under ``root`` over their first ``epochs`` epochs, leaving
-    out ``exclude`` (the run being checked: an edited number must not widen its own tolerance)."""
+def search_spread(root: PathLike = RUNS, exclude: Optional[PathLike] = None) -> Spread:
+    """The seed spread of the recorded searches under ``root``, every epoch, leaving out ``exclude`` (the
+    run being checked: an edited number must not widen its own tolerance)."""
     skip = Path(exclude).resolve() if exclude else None
-    samples = [search_sample(_runs.load_search_run(p), epochs) for p in recorded_searches(root) if p.resolve() != skip]
+    samples = [search_sample(_runs.load_search_run(p)) for p in recorded_searches(root) if p.resolve() != skip]
     return seed_spread(samples, "search")
 
 
-def chain_spread(root: PathLike = RUNS, exclude: Optional[PathLike] = None, steps: int = 50) -> Spread:
-    """The seed spread of the recorded chain experiments under ``root`` over their first ``steps`` steps,
-    leaving out ``exclude``."""
+def chain_spread(root: PathLike = RUNS, exclude: Optional[PathLike] = None) -> Spread:
+    """The seed spread of the recorded chain experiments under ``root``, every record, leaving out
+    ``exclude``."""
     skip = Path(exclude).resolve() if exclude else None
-    samples = [chain_sample(p, _runs.load_mechanism_run(p), steps) for p in recorded_chains(root)
-               if p.resolve() != skip]
+    samples = [chain_sample(p, _runs.load_mechanism_run(p)) for p in recorded_chains(root) if p.resolve() != skip]
     return seed_spread(samples, "chain")
 
 
@@ -353,32 +364,29 @@ def _fmt(x: Any) -> str:
     return f"{x:.6g}" if isinstance(x, float) else repr(x)[:120]
 
 
-def _statistical_problems(label: str, got: Dict[str, float], want: Dict[str, float], spread: Spread,
-                          relaxation: str, at: int, shape: Tuple[int, int], k: float = K) -> List[str]:
-    problems = []
-    for name, value in want.items():
-        if name not in got:
-            problems.append(f"{label}: the re-run has no {name}")
-            continue
-        tol, sd = spread.tolerance(relaxation, at, name, _unit(name, shape), k)
-        diff = abs(got[name] - value)
-        if not diff <= tol:
-            problems.append(f"{label}: {name} {value:.4g} recorded, {got[name]:.4g} re-run: off by {diff:.3g}, "
-                            f"more than {k:g} x the seed spread {sd:.3g}")
-    return problems
-
-
-def statistical_distances(got: Sequence[Dict[str, float]], want: Sequence[Dict[str, float]], at: Sequence[int],
-                          spread: Spread, relaxation: str, shape: Tuple[int, int]) -> Dict[str, float]:
-    """For every statistic, the largest ``|re-run - recorded| / sd`` over the records compared (the
-    statistical check passes while every value is at most ``K``); for measuring how far a re-run is."""
-    out: Dict[str, float] = {}
+def compare_statistics(got: Sequence[Dict[str, float]], want: Sequence[Dict[str, float]], at: Sequence[int],
+                       spread: Spread, setting: Tuple, relaxation: str, shape: Tuple[int, int],
+                       k: float = K) -> Tuple[List[str], Dict[str, float]]:
+    """Compare a re-run's statistics with the recorded ones, record by record (``at``: the epochs or
+    steps). Returns the problems (a statistic off by more than ``k`` times its spread, :meth:`Spread.of`)
+    and, for every statistic, the largest distance ``|re-run - recorded| / spread`` (what ``k`` is chosen
+    from: README, "Reproducible")."""
+    where = "epoch" if spread.kind == "search" else "step"
+    problems: List[str] = []
+    distances: Dict[str, float] = {}
     for g, w, a in zip(got, want, at):
-        for name in w:
-            _, sd = spread.tolerance(relaxation, a, name, _unit(name, shape), 1.0)
-            d = abs(g[name] - w[name]) / sd if sd > 0 else (0.0 if g[name] == w[name] else math.inf)
-            out[name] = max(out.get(name, 0.0), d)
-    return out
+        for name, value in w.items():
+            if name not in g:
+                problems.append(f"{where} {a}: the re-run has no {name}")
+                continue
+            sd, what = spread.of(setting, relaxation, a, name, _unit(name, shape))
+            diff = abs(g[name] - value)
+            distance = diff / sd if sd > 0 else (0.0 if diff == 0 else math.inf)
+            distances[name] = max(distances.get(name, 0.0), distance)
+            if not distance <= k:
+                problems.append(f"{where} {a}: {name} {value:.4g} recorded, {g[name]:.4g} re-run: off by {diff:.3g}, "
+                                f"more than {k:g} x {what} ({sd:.3g})")
+    return problems, distances
 
 
 @dataclass
@@ -403,47 +411,6 @@ def recheck_search(run_dir: PathLike, epochs: int = 2, mode: str = "auto", sprea
     return recheck_search_details(run_dir, epochs, mode, spread, reference).problems
 
 
-def recheck_search_details(run_dir: PathLike, epochs: int = 2, mode: str = "auto", spread: Optional[Spread] = None,
-                   reference: PathLike = RUNS) -> Recheck:
-    """:func:`recheck_search` with the re-run's records and distances (for measurements)."""
-    from .search import run_search
-
-    if epochs < 1:
-        raise ValueError(f"epochs must be at least 1; got {epochs}")
-    run = _runs.load_search_run(run_dir)
-    cfg = run.config
-    mode = _mode(mode, recorded_numerics(run.provenance), current_numerics(cfg.threads))
-    problems = check_search_files(run)
-    want = run.history[:epochs]
-    if spread is None and mode == "statistical":
-        spread = search_spread(reference, exclude=run_dir, epochs=epochs)
-    threads = torch.get_num_threads()
-    try:
-        got = run_search(cfg, out_dir=None, progress=False, callback=lambda record, model: record["epoch"] < epochs).history
-    finally:
-        torch.set_num_threads(threads)
-    if len(got) != len(want):
-        return Recheck(problems + [f"the re-run has {len(got)} epochs, the record {len(want)}"], mode, got, want, {})
-    keys = ("normal_weight", "reduce_weight", "genotype", "train_loss", "train_acc", "val_loss", "val_acc",
-            "zero_one_loss", "skip_normal", "skip_reduce", "lr", "skip_noise_std")
-    shape = np.asarray(want[0]["normal_weight"]).shape
-    distances = {}
-    for g, w in zip(got, want):
-        label = f"epoch {w['epoch']}"
-        if not math.isclose(g["lr"], w["lr"], rel_tol=1e-12):  # the schedule is arithmetic, not a trajectory
-            problems.append(f"{label}: learning rate {g['lr']:.6g} re-run, {w['lr']:.6g} recorded")
-        if mode == "exact":
-            problems += _exact_problems(label, g, w, keys)
-        else:
-            problems += _statistical_problems(label, search_statistics(g, cfg), search_statistics(w, cfg), spread,
-                                              cfg.relaxation, w["epoch"], shape)
-    if spread is not None:
-        distances = statistical_distances([search_statistics(g, cfg) for g in got],
-                                          [search_statistics(w, cfg) for w in want], [w["epoch"] for w in want],
-                                          spread, cfg.relaxation, shape)
-    return Recheck(problems, mode, got, want, distances)
-
-
 def recheck_chain(path: PathLike, steps: int = 50, mode: str = "auto", spread: Optional[Spread] = None,
                   reference: PathLike = RUNS, threads: Optional[int] = None) -> List[str]:
     """Re-check a recorded chain experiment: its file (:func:`check_chain_file`), then its config re-run
@@ -454,9 +421,39 @@ def recheck_chain(path: PathLike, steps: int = 50, mode: str = "auto", spread: O
     return recheck_chain_details(path, steps, mode, spread, reference, threads).problems
 
 
+SEARCH_FIELDS = ("normal_weight", "reduce_weight", "genotype", "train_loss", "train_acc", "val_loss", "val_acc",
+                 "zero_one_loss", "skip_normal", "skip_reduce", "lr", "skip_noise_std")
+"""What an exact re-check compares bit for bit in every epoch record of a search (all but the wall time)."""
+CHAIN_FIELDS = ("weights", "train_acc")
+
+
+def recheck_search_details(run_dir: PathLike, epochs: int = 2, mode: str = "auto", spread: Optional[Spread] = None,
+                           reference: PathLike = RUNS) -> Recheck:
+    """:func:`recheck_search`, with the mode it ran in, the re-run's records and its distances."""
+    from .search import run_search
+
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1; got {epochs}")
+    run = _runs.load_search_run(run_dir)
+    cfg = run.config
+    mode = _mode(mode, recorded_numerics(run.provenance), current_numerics(cfg.threads))
+    problems = check_search_files(run)
+    threads = torch.get_num_threads()
+    try:  # the search sets its own thread count (config.threads)
+        got = run_search(cfg, out_dir=None, progress=False, callback=lambda record, model: record["epoch"] < epochs).history
+    finally:
+        torch.set_num_threads(threads)
+    want = run.history[:epochs]
+    problems += [f"epoch {w['epoch']}: learning rate {g['lr']:.6g} re-run, {w['lr']:.6g} recorded"
+                 for g, w in zip(got, want) if not math.isclose(g["lr"], w["lr"], rel_tol=1e-12)]
+    return _compare(problems, mode, got, want, SEARCH_FIELDS, lambda r: search_statistics(r, cfg), "epoch",
+                    lambda: spread or search_spread(reference, exclude=run_dir), search_setting(cfg), cfg.relaxation,
+                    np.asarray(want[0]["normal_weight"]).shape if want else (0, 0))
+
+
 def recheck_chain_details(path: PathLike, steps: int = 50, mode: str = "auto", spread: Optional[Spread] = None,
-                  reference: PathLike = RUNS, threads: Optional[int] = None) -> Recheck:
-    """:func:`recheck_chain` with the re-run's records and distances (for measurements)."""
+                          reference: PathLike = RUNS, threads: Optional[int] = None) -> Recheck:
+    """:func:`recheck_chain`, with the mode it ran in, the re-run's records and its distances."""
     from .mechanism import ChainConfig, run_chain
 
     if steps < 1:
@@ -467,32 +464,39 @@ def recheck_chain_details(path: PathLike, steps: int = 50, mode: str = "auto", s
     if threads is None:
         threads = torch.get_num_threads()
         if recorded and same_numerics(recorded, current_numerics(recorded.get("torch_threads"))):
-            threads = recorded["torch_threads"]
+            threads = recorded["torch_threads"]  # what makes a bit-for-bit re-run possible
     mode = _mode(mode, recorded, current_numerics(threads))
     problems = check_chain_file(run)
-    want = [r for r in run["records"] if r["step"] <= steps]
-    if spread is None and mode == "statistical":
-        spread = chain_spread(reference, exclude=path, steps=steps)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         got = run_chain(ChainConfig.from_dict(cfg), max_steps=steps)["records"]
     finally:
         torch.set_num_threads(before)
-    if [r["step"] for r in got] != [r["step"] for r in want]:
-        return Recheck(problems + [f"the re-run recorded steps {[r['step'] for r in got]}, the record "
-                                   f"{[r['step'] for r in want]}"], mode, got, want, {})
-    shape = (cfg["depth"], len(cfg["ops"]))
-    for g, w in zip(got, want):
-        label = f"step {w['step']}"
-        if mode == "exact":
-            problems += _exact_problems(label, g, w, ("weights", "train_acc"))
-        else:
-            problems += _statistical_problems(label, chain_statistics(g, cfg), chain_statistics(w, cfg), spread,
-                                              cfg["relaxation"], w["step"], shape)
-    distances = {}
-    if spread is not None:
-        distances = statistical_distances([chain_statistics(g, cfg) for g in got],
-                                          [chain_statistics(w, cfg) for w in want], [w["step"] for w in want],
-                                          spread, cfg["relaxation"], shape)
-    return Recheck(problems, mode, got, want, distances)
+    want = [r for r in run["records"] if r["step"] <= steps]
+    return _compare(problems, mode, got, want, CHAIN_FIELDS, lambda r: chain_statistics(r, cfg), "step",
+                    lambda: spread or chain_spread(reference, exclude=path), chain_setting(cfg), cfg["relaxation"],
+                    (cfg["depth"], len(cfg["ops"])))
+
+
+def _compare(problems: List[str], mode: str, got: List[dict], want: List[dict], fields: Sequence[str],
+             statistics, where: str, spread, setting: Tuple, relaxation: str, shape: Tuple[int, int]) -> Recheck:
+    """The re-run ``got`` against the record ``want``: bit for bit (``fields``) or by ``statistics``."""
+    at = [w[where] for w in want]
+    if [g[where] for g in got] != at:
+        problems.append(f"the re-run recorded {where}s {[g[where] for g in got]}, the record {at}")
+        return Recheck(problems, mode, got, want, {})
+    if mode == "exact":
+        exact = [p for g, w in zip(got, want) for p in _exact_problems(f"{where} {w[where]}", g, w, fields)]
+        if not exact:
+            return Recheck(problems, mode, got, want, {})
+        # Say whether only the rounding changed (the code now sums in another order) or the conclusions too.
+        stat, distances = compare_statistics([statistics(g) for g in got], [statistics(w) for w in want], at,
+                                             spread(), setting, relaxation, shape)
+        verdict = (f"the statistical re-check fails too ({len(stat)} problems)" if stat else
+                   "statistically it agrees: the rounding changed (the code sums in another order, or the numerics "
+                   "are not the recorder's), not the conclusions")
+        return Recheck(problems + exact + [f"the re-run is not bit for bit; {verdict}"], mode, got, want, distances)
+    stat, distances = compare_statistics([statistics(g) for g in got], [statistics(w) for w in want], at, spread(),
+                                         setting, relaxation, shape)
+    return Recheck(problems + stat, mode, got, want, distances)

@@ -108,18 +108,33 @@ def test_the_spread_is_pooled_per_relaxation_and_leaves_the_checked_run_out():
         for epoch in (1, 2):
             sd, dof = spread.sd[(relaxation, epoch, "mean weight")]
             assert 0 < sd < 0.1 and dof >= 20  # 7 ops x 2 cells x (3 seeds - 1)
-    run = next(p for p in SEARCHES if p.name == "darts_s0" and p.parent.name == "collapse")
-    fewer = reproduce.search_spread(RUNS, exclude=run)
+    darts_s0 = RUNS / "collapse" / "darts_s0"
+    fewer = reproduce.search_spread(RUNS, exclude=darts_s0)
     assert fewer.sd[("softmax", 2, "mean weight")][1] == spread.sd[("softmax", 2, "mean weight")][1] - 14
     assert fewer.sd[("sigmoid", 2, "mean weight")] == spread.sd[("sigmoid", 2, "mean weight")]
-    with pytest.raises(ValueError, match="measures the spread"):
-        spread.tolerance("softmax", 99, "loss[train]")
+
+    seeded = reproduce.search_setting(runs.load_search_run(darts_s0).config)
+    assert seeded in spread.seeded
+    assert spread.of(seeded, "softmax", 2, "mean weight[normal, skip_connect]") == \
+        (spread.sd[("softmax", 2, "mean weight")][0], "the seed spread")
+    with pytest.raises(ValueError, match="do not measure the spread of loss at epoch 99"):
+        spread.of(seeded, "softmax", 99, "loss[train]")
+
+
+def test_a_setting_with_one_seed_borrows_the_widest_spread_of_its_relaxation():
+    spread = reproduce.search_spread(RUNS)
+    lever = reproduce.search_setting(runs.load_search_run(RUNS / "levers" / "archlr_darts_s0").config)
+    assert lever not in spread.seeded
+    widest = max(sd for (r, _, f), (sd, _) in spread.sd.items() if r == "softmax" and f == "mean weight")
+    sd, what = spread.of(lever, "softmax", 2, "mean weight[normal, skip_connect]")
+    assert sd == widest > spread.sd[("softmax", 2, "mean weight")][0] and "widest" in what
 
 
 def test_a_discrete_statistic_is_never_given_a_spread_below_half_a_step():
-    spread = reproduce.Spread("search", {("sigmoid", 2, "above threshold"): (0.0, 4), ("sigmoid", 2, "loss"): (0.0, 4)})
-    assert spread.tolerance("sigmoid", 2, "above threshold[normal]", unit=1.0, k=6) == (3.0, 0.5)
-    assert spread.tolerance("sigmoid", 2, "loss[train]", k=6) == (0.0, 0.0)
+    spread = reproduce.Spread("search", {("sigmoid", 2, "above threshold"): (0.0, 4), ("sigmoid", 2, "loss"): (0.0, 4)},
+                              frozenset({("s",)}))
+    assert spread.of(("s",), "sigmoid", 2, "above threshold[normal]", unit=1.0) == (0.5, "the seed spread")
+    assert spread.of(("s",), "sigmoid", 2, "loss[train]") == (0.0, "the seed spread")
 
 
 # --- searches -------------------------------------------------------------------------------------------------
