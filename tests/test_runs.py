@@ -96,8 +96,8 @@ def test_two_cli_searches_on_one_out_the_second_is_refused(tmp_path):
         first.kill()
         first.wait()
     # killed while writing epochs: its files are whole and its checkpoint resumable
-    run = runs.load_search_run(out)
-    assert runs.load_checkpoint_file(out / "checkpoint.pt", "search")["epoch"] >= run.epochs_done >= 1
+    run = runs.load_search_run(out)  # the checkpoint is written last: the history may be one epoch ahead
+    assert run.epochs_done - 1 <= runs.load_checkpoint_file(out / "checkpoint.pt", "search")["epoch"] <= run.epochs_done
 
 
 def test_a_refused_open_creates_nothing(tmp_path):
