@@ -13,7 +13,8 @@ first epochs or steps and compared with what it recorded. How it is compared dep
   then has to agree with the record on the statistics the run's conclusions rest on
   (:func:`search_statistics`, :func:`chain_statistics`: mean weight of every op, largest weight, skip
   share, losses, accuracies) within ``K`` times their seed-to-seed spread, measured from the recorded
-  runs themselves (:func:`seed_spread`).
+  runs themselves and, for settings recorded with one seed, from extra seeds of their first epochs
+  (:func:`seed_spread`, :data:`EXTRA_SEEDS`).
 
 ``mode="auto"`` picks exact where the signatures are equal, statistical elsewhere. Both modes first check
 the run's files against each other (:func:`check_search_files`, :func:`check_chain_file`). Every check
@@ -21,11 +22,12 @@ returns a list of problems, one line each; an empty list means the run holds.
 """
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -47,8 +49,12 @@ NUMERICS_FIELDS = ("torch", "cpu_capability", "onednn_max_isa", "cpu_isa", "cpu_
 signature, e.g. how it was established, is not one of them)."""
 
 K = 6.0
-"""Tolerance of the statistical check, in seed-to-seed standard deviations (see README, "Reproducible",
-for the measurements behind it)."""
+"""Tolerance of the statistical check, in seed-to-seed standard deviations. Measured: the recorded runs
+re-run under four sets of kernels (this machine's AVX-512/AMX ones with the recorder's and the current
+code, ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``, ``ATEN_CPU_CAPABILITY=default``; none of them
+the recorder's) landed at most 4.0 standard deviations from their records, while records with one number
+edited (a cell's strongest weight +0.3, a loss +1, a chain's accuracy +0.4 or a layer's weight +0.3)
+landed 10.7 or more away."""
 
 DISCRETE_UNITS = {"skip share": "edges", "above threshold": "count", "skip wins": "layers"}
 """Statistics that move in whole steps (an edge, a weight, a layer): their spread is never taken below
@@ -95,7 +101,9 @@ def _mode(mode: str, recorded: Optional[Mapping[str, Any]], current: Mapping[str
 
 
 # --- the statistics a run's conclusions rest on ------------------------------------------------------------
-def _family(name: str) -> str:
+def family_of(name: str) -> str:
+    """The family of a statistic, its name before the bracket (``"mean weight[normal, skip_connect]"`` ->
+    ``"mean weight"``): the members of a family share one spread."""
     return name.split("[", 1)[0]
 
 
@@ -138,80 +146,107 @@ def chain_statistics(record: Mapping[str, Any], config: Mapping[str, Any]) -> Di
 
 def _unit(name: str, shape: Tuple[int, int]) -> float:
     """One step of a discrete statistic of a (rows, ops) weight matrix, 0 for a continuous one."""
-    kind = DISCRETE_UNITS.get(_family(name))
+    kind = DISCRETE_UNITS.get(family_of(name))
     return {"edges": 1.0 / shape[0], "layers": 1.0 / shape[0], "count": 1.0}.get(kind, 0.0)
 
 
 # --- seed-to-seed spread ------------------------------------------------------------------------------------
+POOL_FREE = {"search": ("epochs",), "chain": ("depth", "steps")}
+"""Settings that differ only in these share one pool of seeds: the length of a run changes where it ends,
+not how far apart its seeds are after its first epochs (steps), and so does a chain's depth (measured:
+chains of depth 4 to 32 pooled, a re-run with other kernels stays within 3.4 pooled standard deviations
+of its record; each depth alone, 5.1). A supernet's number of cells is not pooled: 8-cell searches
+pooled with the 5-cell presets landed 4.9 standard deviations from their record."""
+
+
 @dataclass(frozen=True)
 class Sample:
-    """The statistics of one recorded run, epoch by epoch (or record by record)."""
+    """The statistics of one run, record by record."""
 
-    path: Path
+    kind: str               # "search" or "chain"
     setting: Tuple          # everything that changes the run's math except its seed
+    seed: int
     relaxation: str
-    at: List[int]           # epoch or step of each entry of ``stats``
+    at: List[int]           # the epoch (search) or step (chain) of each entry of ``stats``
     stats: List[Dict[str, float]]
+
+    @property
+    def pool(self) -> Tuple:
+        """The setting without its depth and length (:data:`POOL_FREE`)."""
+        return tuple(item for item in self.setting if item[0] not in POOL_FREE[self.kind])
 
 
 @dataclass(frozen=True)
 class Spread:
-    """Pooled seed-to-seed standard deviation of each family of statistics (``"mean weight"``, ``"loss"``,
-    ...), per relaxation and epoch (or step): ``sd[(relaxation, at, family)] = (sd, degrees of freedom)``;
-    ``seeded``: the settings recorded with two seeds or more."""
+    """How much the statistics of a run vary from seed to seed, measured on recorded runs.
+
+    ``window[(pool, family)] = (sd, degrees of freedom)``: the standard deviation of a family of
+    statistics (``"mean weight"``, ``"loss"``, ...) of the settings of a pool recorded with two seeds or
+    more, over the records a re-check compares (the first epochs or steps). ``widest[(relaxation,
+    family)]``: the largest such deviation of any pool of that relaxation at any single epoch (step), for
+    a run whose pool has one seed."""
 
     kind: str
-    sd: Dict[Tuple[str, int, str], Tuple[float, int]]
-    seeded: FrozenSet[Tuple] = frozenset()
+    window: Dict[Tuple[Tuple, str], Tuple[float, int]]
+    widest: Dict[Tuple[str, str], float]
 
-    def of(self, setting: Tuple, relaxation: str, at: int, name: str, unit: float = 0.0) -> Tuple[float, str]:
-        """The spread statistic ``name`` of a run of ``setting`` is measured against at ``at``, and what
-        it is. A setting with seeds of its own: the pooled spread at the same epoch (step). A setting with
-        one seed: the widest pooled spread of its relaxation at any epoch (step); a lever meant to move a
-        search faster (a larger architecture learning rate, more data) is further along after two epochs
-        than the seeded presets are. The spread of a discrete statistic is at least half its ``unit``.
-        A ``ValueError`` when no recorded seeds measure it."""
-        family, where = _family(name), "epoch" if self.kind == "search" else "step"
-        if setting in self.seeded:
-            key = (relaxation, at, family)
-            if key not in self.sd:
-                raise ValueError(f"the recorded seeds of this {relaxation} {self.kind} do not measure the spread of "
-                                 f"{family} at {where} {at}")
-            sd, what = self.sd[key][0], "the seed spread"
+    def of(self, sample: Sample, name: str, unit: float = 0.0) -> Tuple[float, str]:
+        """The spread statistic ``name`` of a run like ``sample`` is measured in, and what it is.
+
+        The pooled spread of the run's pool over the compared records; for a pool recorded with one seed
+        only, the widest spread any pool of its relaxation reaches at any epoch (step): a lever meant to
+        move a search faster is further along after two epochs than the seeded presets. The spread of a
+        discrete statistic is at least half its ``unit`` (one edge, layer or weight), which seeds that
+        agree cannot resolve. A ``ValueError`` when no recorded seeds measure it."""
+        family = family_of(name)
+        if (sample.pool, family) in self.window:
+            sd, what = self.window[sample.pool, family][0], "the seed spread"
+        elif (sample.relaxation, family) in self.widest:
+            sd = self.widest[sample.relaxation, family]
+            what = f"the widest seed spread of the {sample.relaxation} {self.kind}es (one seed here)"
         else:
-            widest = [v[0] for (r, _, f), v in self.sd.items() if r == relaxation and f == family]
-            if not widest:
-                raise ValueError(f"no recorded {relaxation} {self.kind} with two seeds or more measures the spread "
-                                 f"of {family}")
-            sd, what = max(widest), f"the widest seed spread of the {relaxation} {self.kind}es (one seed here)"
+            raise ValueError(f"no recorded {sample.relaxation} {self.kind} with two seeds or more measures the "
+                             f"spread of {family}")
         return max(sd, unit / 2), what
 
 
-def seed_spread(samples: Iterable[Sample], kind: str) -> Spread:
-    """Pool the seed-to-seed variance of every family of statistics over all settings recorded with two
-    seeds or more, per relaxation and epoch (step): sum of squared deviations from each setting's mean,
-    over the sum of (seeds - 1).
+def seed_spread(samples: Iterable[Sample], kind: str, upto: int) -> Spread:
+    """Pool the seed-to-seed variance of every family of statistics: the sum of squared deviations from
+    the mean of each setting recorded with two seeds or more, over the sum of (seeds - 1), per pool over
+    the records up to ``upto`` (epoch or step) for :attr:`Spread.window`, and per relaxation at every
+    single record for :attr:`Spread.widest`.
 
-    Why pooled and not per setting: three seeds give an estimate with two degrees of freedom, which is
-    often far too small (measured: at depth 32, a re-run with other kernels landed 7 of its own setting's
-    standard deviations from its record, and 1.2 pooled ones).
+    Pooled over the members of a family (every op's mean weight, both cells), over the compared records
+    and over the settings of a pool, because three seeds alone give an estimate with two degrees of
+    freedom, often far too small (measured: a re-run with other kernels landed 7 of its own setting's
+    standard deviations from its record at depth 32 at one step).
     """
     groups: Dict[Tuple, List[Sample]] = defaultdict(list)
     for s in samples:
         groups[s.setting].append(s)
-    ss: Dict[Tuple[str, int, str], float] = defaultdict(float)
-    dof: Dict[Tuple[str, int, str], int] = defaultdict(int)
-    seeded = frozenset(key for key, group in groups.items() if len(group) >= 2)
-    for key in seeded:
-        group = groups[key]
+    ss: Dict[Tuple[Tuple, str, int, str], float] = defaultdict(float)
+    dof: Dict[Tuple[Tuple, str, int, str], int] = defaultdict(int)
+    for group in groups.values():
+        if len({s.seed for s in group}) < 2:
+            continue
         for at in sorted(set.intersection(*(set(s.at) for s in group))):
             rows = [s.stats[s.at.index(at)] for s in group]
             for name in set.intersection(*(set(r) for r in rows)):
                 x = np.array([r[name] for r in rows])
-                pooled = (group[0].relaxation, at, _family(name))
-                ss[pooled] += float(((x - x.mean()) ** 2).sum())
-                dof[pooled] += len(x) - 1
-    return Spread(kind, {key: (math.sqrt(ss[key] / dof[key]), dof[key]) for key in ss}, seeded)
+                key = (group[0].pool, group[0].relaxation, at, family_of(name))
+                ss[key] += float(((x - x.mean()) ** 2).sum())
+                dof[key] += len(x) - 1
+    window_ss: Dict[Tuple[Tuple, str], float] = defaultdict(float)
+    window_dof: Dict[Tuple[Tuple, str], int] = defaultdict(int)
+    widest: Dict[Tuple[str, str], float] = {}
+    for (pool, relaxation, at, family), total in ss.items():
+        n = dof[pool, relaxation, at, family]
+        widest[relaxation, family] = max(widest.get((relaxation, family), 0.0), math.sqrt(total / n))
+        if at <= upto:
+            window_ss[pool, family] += total
+            window_dof[pool, family] += n
+    window = {key: (math.sqrt(window_ss[key] / window_dof[key]), window_dof[key]) for key in window_ss}
+    return Spread(kind, window, widest)
 
 
 def search_setting(config: Any) -> Tuple:
@@ -219,8 +254,7 @@ def search_setting(config: Any) -> Tuple:
     math (not the seed, device, data directory, formulation or thread count)."""
     from .search import RESUME_FREE
 
-    d = config.to_dict()
-    return tuple(sorted((k, repr(v)) for k, v in d.items() if k not in set(RESUME_FREE) | {"seed"}))
+    return tuple(sorted((k, repr(v)) for k, v in config.to_dict().items() if k not in set(RESUME_FREE) | {"seed"}))
 
 
 def chain_setting(config: Mapping[str, Any]) -> Tuple:
@@ -228,18 +262,16 @@ def chain_setting(config: Mapping[str, Any]) -> Tuple:
     return tuple(sorted((k, repr(v)) for k, v in config.items() if k not in ("seed", "data_dir")))
 
 
-def search_sample(run: "_runs.SearchRun", epochs: Optional[int] = None) -> Sample:
-    """The statistics of a recorded search's first ``epochs`` epochs (all: None)."""
-    history = run.history[:epochs] if epochs else run.history
-    return Sample(Path(run.path), search_setting(run.config), run.config.relaxation, [r["epoch"] for r in history],
-                  [search_statistics(r, run.config) for r in history])
+def search_sample(config: Any, history: Sequence[Mapping[str, Any]]) -> Sample:
+    """The statistics of a search's history records (:func:`search_statistics`)."""
+    return Sample("search", search_setting(config), config.seed, config.relaxation, [r["epoch"] for r in history],
+                  [search_statistics(r, config) for r in history])
 
 
-def chain_sample(path: PathLike, run: Mapping[str, Any], steps: Optional[int] = None) -> Sample:
-    """The statistics of a recorded chain experiment's records up to step ``steps`` (all: None)."""
-    records = [r for r in run["records"] if steps is None or r["step"] <= steps]
-    return Sample(Path(path), chain_setting(run["config"]), run["config"]["relaxation"], [r["step"] for r in records],
-                  [chain_statistics(r, run["config"]) for r in records])
+def chain_sample(config: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> Sample:
+    """The statistics of a chain experiment's records (:func:`chain_statistics`)."""
+    return Sample("chain", chain_setting(config), config["seed"], config["relaxation"], [r["step"] for r in records],
+                  [chain_statistics(r, config) for r in records])
 
 
 def recorded_searches(root: PathLike = RUNS) -> List[Path]:
@@ -252,28 +284,132 @@ def recorded_chains(root: PathLike = RUNS) -> List[Path]:
     return [p for sub in CHAIN_DIRS for p in _runs.finished_runs(Path(root) / sub) if p.is_file()]
 
 
-def search_spread(root: PathLike = RUNS, exclude: Optional[PathLike] = None) -> Spread:
-    """The seed spread of the recorded searches under ``root``, every epoch, leaving out ``exclude`` (the
-    run being checked: an edited number must not widen its own tolerance)."""
-    skip = Path(exclude).resolve() if exclude else None
-    samples = [search_sample(_runs.load_search_run(p)) for p in recorded_searches(root) if p.resolve() != skip]
-    return seed_spread(samples, "search")
+def _stand_in(samples: List[Sample], rerun: Optional[Sample]) -> List[Sample]:
+    """``samples`` with ``rerun`` in place of the recorded run of its setting and seed: the spread a run
+    is checked against never contains its own record (an edited number must not widen its own
+    tolerance), and the re-run is an honest sample of that seed."""
+    if rerun is None:
+        return samples
+    return [s for s in samples if (s.setting, s.seed) != (rerun.setting, rerun.seed)] + [rerun]
 
 
-def chain_spread(root: PathLike = RUNS, exclude: Optional[PathLike] = None) -> Spread:
-    """The seed spread of the recorded chain experiments under ``root``, every record, leaving out
-    ``exclude``."""
-    skip = Path(exclude).resolve() if exclude else None
-    samples = [chain_sample(p, _runs.load_mechanism_run(p)) for p in recorded_chains(root) if p.resolve() != skip]
-    return seed_spread(samples, "chain")
+def _extra_seeds(root: PathLike) -> Dict[str, list]:
+    path = Path(root) / EXTRA_SEEDS
+    if not path.is_file():
+        return {"searches": [], "chains": []}
+    try:
+        extra = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as e:
+        raise ValueError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if not isinstance(extra, dict) or not all(isinstance(extra.get(k), list) for k in ("searches", "chains")):
+        raise ValueError(f"{path} is not a file of extra seeds (searches, chains)")
+    return extra
+
+
+def search_spread(root: PathLike = RUNS, epochs: int = 2, rerun: Optional[Sample] = None) -> Spread:
+    """The seed spread of the searches recorded under ``root`` and of the extra seeds measured for them
+    (:data:`EXTRA_SEEDS`), over their first ``epochs`` epochs (:func:`seed_spread`), ``rerun`` standing in
+    for the recorded run of its setting and seed."""
+    from .presets import SearchConfig
+
+    samples = []
+    for path in recorded_searches(root):
+        run = _runs.load_search_run(path)
+        samples.append(search_sample(run.config, run.history))
+    for extra in _extra_seeds(root)["searches"]:
+        samples.append(search_sample(SearchConfig.from_dict(extra["config"]), extra["history"]))
+    return seed_spread(_stand_in(samples, rerun), "search", epochs)
+
+
+def chain_spread(root: PathLike = RUNS, steps: int = 50, rerun: Optional[Sample] = None) -> Spread:
+    """The seed spread of the chain experiments recorded under ``root`` and of their extra seeds, over
+    their first ``steps`` steps, ``rerun`` standing in for the recorded run of its setting and seed."""
+    from .mechanism import ChainConfig
+
+    samples = []
+    for path in recorded_chains(root):
+        run = _runs.load_mechanism_run(path)
+        samples.append(chain_sample(run["config"], run["records"]))
+    for extra in _extra_seeds(root)["chains"]:
+        ChainConfig.from_dict(extra["config"])  # refuses a malformed config
+        samples.append(chain_sample(extra["config"], extra["records"]))
+    return seed_spread(_stand_in(samples, rerun), "chain", steps)
+
+
+# --- extra seeds for settings recorded with one ------------------------------------------------------------------
+EXTRA_SEEDS = "extra_seeds.json"
+"""Under the recorded runs' root: the first epochs (steps) of further seeds of the settings whose pool was
+recorded with one seed only, written by :func:`measure_extra_seeds` (``python -m fairdarts_core.reproduce
+extra-seeds``). They are no recorded runs (nothing plots them): they measure the spread those settings are
+re-checked against."""
+
+
+def single_seed_pools(samples: Sequence[Sample]) -> set:
+    """The pools in which no setting has two seeds (their settings need extra seeds)."""
+    seeds: Dict[Tuple, set] = defaultdict(set)
+    for s in samples:
+        seeds[s.setting].add(s.seed)
+    return {s.pool for s in samples} - {s.pool for s in samples if len(seeds[s.setting]) >= 2}
+
+
+def measure_extra_seeds(root: PathLike = RUNS, seeds: int = 3, epochs: int = 2, steps: int = 50,
+                        log: Callable[[str], None] = print) -> Dict[str, list]:
+    """Run the first ``epochs`` epochs (chains: ``steps`` steps) of further seeds of every recorded
+    setting whose pool has one seed, until it has ``seeds`` seeds (the recorded one and those already in
+    ``ROOT/EXTRA_SEEDS`` included), with the full run's schedules, as a re-check runs them. Returns the
+    newly measured ones: ``{"searches": [{"of", "config", "history"}], "chains": [{"of", "config",
+    "records"}]}``."""
+    from .mechanism import ChainConfig, run_chain
+    from .presets import SearchConfig
+    from .search import run_search
+
+    root = Path(root)
+    recorded = {}
+    for path in recorded_searches(root):
+        run = _runs.load_search_run(path)
+        recorded[path] = (run.config, search_sample(run.config, run.history[:epochs]))
+    for path in recorded_chains(root):
+        run = _runs.load_mechanism_run(path)
+        recorded[path] = (run["config"], chain_sample(run["config"], run["records"]))
+    extra = _extra_seeds(root)
+    have = [s for _, s in recorded.values()]
+    have += [search_sample(SearchConfig.from_dict(e["config"]), e["history"]) for e in extra["searches"]]
+    have += [chain_sample(e["config"], e["records"]) for e in extra["chains"]]
+    lonely = single_seed_pools(have)
+    seeds_of: Dict[Tuple, set] = defaultdict(set)
+    for s in have:
+        seeds_of[s.setting].add(s.seed)
+    out: Dict[str, list] = {"searches": [], "chains": []}
+    for path, (config, sample) in recorded.items():
+        if sample.pool not in lonely:
+            continue
+        taken = seeds_of[sample.setting]
+        for seed in [n for n in range(len(taken) + seeds) if n not in taken][:max(0, seeds - len(taken))]:
+            threads = torch.get_num_threads()
+            try:
+                if sample.kind == "search":
+                    cfg = SearchConfig.from_dict({**config.to_dict(), "seed": seed})
+                    history = run_search(cfg, progress=False, callback=lambda r, m: r["epoch"] < epochs).history
+                    out["searches"].append({"of": str(path.relative_to(root)), "config": cfg.to_dict(),
+                                            "history": history})
+                else:
+                    cfg = {**config, "seed": seed}
+                    records = run_chain(ChainConfig.from_dict(cfg), max_steps=steps)["records"]
+                    out["chains"].append({"of": str(path.relative_to(root)), "config": cfg, "records": records})
+            finally:
+                torch.set_num_threads(threads)
+            taken.add(seed)
+            log(f"{path.relative_to(root)}: seed {seed} measured")
+    return out
 
 
 # --- the files of a run agree with each other -------------------------------------------------------------------
 def check_search_files(run: "_runs.SearchRun") -> List[str]:
-    """Internal consistency of a recorded search: every epoch recorded; genotype.json is the last epoch's
-    genotype; every epoch's genotype is the parse of its relaxed weights with the config's rule and its
-    skip counts are that genotype's; the ``.npy`` weights are the last epoch's; the provenance names
-    ``fairdarts search`` with the config's seed."""
+    """Internal consistency of a recorded search: every epoch recorded; every epoch's relaxed weights are
+    what the relaxation can give (in [0, 1]; softmax rows summing to 1); every epoch's genotype is the
+    parse of its relaxed weights with the config's rule and its skip counts are that genotype's;
+    genotype.json is the last epoch's genotype; the ``.npy`` weights are the last epoch's; the
+    provenance names ``fairdarts search`` with the config's seed."""
     from .search import parse_method
 
     cfg, history, problems = run.config, run.history, []
@@ -283,6 +419,12 @@ def check_search_files(run: "_runs.SearchRun") -> List[str]:
         return problems + ["the history is empty"]
     method = parse_method(cfg)
     for r in history:
+        bad = [p for cell in ("normal", "reduce") for p in
+               _relaxed_problems(f"epoch {r['epoch']}: {cell}_weight", r.get(f"{cell}_weight"), cfg.relaxation,
+                                 len(cfg.primitives))]
+        if bad:
+            problems += bad
+            continue
         parsed = Genotype.from_weights(r["normal_weight"], r["reduce_weight"], cfg.primitives, method, cfg.threshold)
         if Genotype.from_dict(r["genotype"]) != parsed:
             problems.append(f"epoch {r['epoch']}: the recorded genotype is not the {method} parse of the recorded "
@@ -304,7 +446,7 @@ def check_search_files(run: "_runs.SearchRun") -> List[str]:
 
 def check_chain_file(run: Mapping[str, Any]) -> List[str]:
     """Internal consistency of a recorded chain experiment: every record present (every ``record_every``
-    steps, and the last step), weights of shape (depth, ops) in [0, 1], ``summary`` equal to
+    steps, and the last step), weights of shape (depth, ops) that the relaxation can give, ``summary`` equal to
     :func:`fairdarts_core.mechanism.skip_summary`, the provenance names ``fairdarts mechanism`` with the
     config's depth, relaxation and seed."""
     from .mechanism import skip_summary
@@ -316,9 +458,8 @@ def check_chain_file(run: Mapping[str, Any]) -> List[str]:
         problems.append(f"the records are at steps {[r.get('step') for r in records][:4]}..., not every "
                         f"{every} steps up to {steps}: the run did not finish or was edited")
     for r in records:
-        W = np.asarray(r.get("weights"), dtype=np.float64)
-        if W.shape != (cfg["depth"], len(cfg["ops"])) or not (np.isfinite(W).all() and (W >= 0).all() and (W <= 1).all()):
-            problems.append(f"step {r.get('step')}: the weights are not {cfg['depth']} x {len(cfg['ops'])} values in [0, 1]")
+        problems += _relaxed_problems(f"step {r.get('step')}: the weights", r.get("weights"), cfg["relaxation"],
+                                      len(cfg["ops"]), rows=cfg["depth"])
     if records and not problems:
         summary, want_summary = run.get("summary") or {}, skip_summary(run)
         if set(summary) != set(want_summary) or any(not math.isclose(summary[k], v, rel_tol=1e-12, abs_tol=1e-12)
@@ -328,6 +469,26 @@ def check_chain_file(run: Mapping[str, Any]) -> List[str]:
                                      [f"--depth {cfg['depth']}", f"--relaxation {cfg['relaxation']}",
                                       f"--seed {cfg['seed']}"])
     return problems
+
+
+SOFTMAX_SUM_TOL = 1e-5
+"""How far a recorded softmax row may sum from 1 (float32 rounding of up to 8 ops is ~1e-7)."""
+
+
+def _relaxed_problems(label: str, weights: Any, relaxation: str, n_ops: int, rows: Optional[int] = None) -> List[str]:
+    """What is wrong with a recorded matrix of relaxed weights: its shape, values outside [0, 1] (sigmoid
+    and softmax alike), softmax rows that do not sum to 1."""
+    try:
+        W = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError):
+        return [f"{label} are not a matrix of numbers"]
+    if W.ndim != 2 or W.shape[1] != n_ops or (rows is not None and W.shape[0] != rows):
+        return [f"{label} have shape {W.shape}, not ({rows or 'edges'}, {n_ops})"]
+    if not (np.isfinite(W).all() and (W >= 0).all() and (W <= 1).all()):
+        return [f"{label} are not all in [0, 1]"]
+    if relaxation == "softmax" and np.abs(W.sum(1) - 1).max() > SOFTMAX_SUM_TOL:
+        return [f"{label}: a softmax row sums to {W.sum(1)[np.abs(W.sum(1) - 1).argmax()]:.6g}, not 1"]
+    return []
 
 
 def _provenance_problems(provenance: Optional[Mapping[str, Any]], program: str, first_has: Sequence[str]) -> List[str]:
@@ -345,6 +506,19 @@ def _provenance_problems(provenance: Optional[Mapping[str, Any]], program: str, 
 
 
 # --- re-runs ---------------------------------------------------------------------------------------------------
+@dataclass
+class Recheck:
+    """What a re-check found: ``problems`` (empty: the run holds), the ``mode`` it ran in, the re-run's
+    records next to the recorded ones, and for every statistic its largest distance from the record in
+    seed spreads (:func:`compare_statistics`; empty when an exact re-check holds)."""
+
+    problems: List[str]
+    mode: str
+    got: List[dict]
+    want: List[dict]
+    distances: Dict[str, float]
+
+
 def _exact_problems(label: str, got: Mapping[str, Any], want: Mapping[str, Any], keys: Sequence[str]) -> List[str]:
     """Bit-for-bit comparison of the recorded fields ``keys`` of one record."""
     problems = []
@@ -364,61 +538,45 @@ def _fmt(x: Any) -> str:
     return f"{x:.6g}" if isinstance(x, float) else repr(x)[:120]
 
 
-def compare_statistics(got: Sequence[Dict[str, float]], want: Sequence[Dict[str, float]], at: Sequence[int],
-                       spread: Spread, setting: Tuple, relaxation: str, shape: Tuple[int, int],
+def compare_statistics(got: Sample, want: Sample, spread: Spread, shape: Tuple[int, int],
                        k: float = K) -> Tuple[List[str], Dict[str, float]]:
-    """Compare a re-run's statistics with the recorded ones, record by record (``at``: the epochs or
-    steps). Returns the problems (a statistic off by more than ``k`` times its spread, :meth:`Spread.of`)
-    and, for every statistic, the largest distance ``|re-run - recorded| / spread`` (what ``k`` is chosen
-    from: README, "Reproducible")."""
+    """Compare a re-run's statistics with the recorded ones, record by record. Returns the problems (a
+    statistic off by more than ``k`` times its spread, :meth:`Spread.of`) and, for every statistic, the
+    largest distance ``|re-run - recorded| / spread`` (what ``K`` was chosen from)."""
     where = "epoch" if spread.kind == "search" else "step"
     problems: List[str] = []
     distances: Dict[str, float] = {}
-    for g, w, a in zip(got, want, at):
+    for at, g, w in zip(want.at, got.stats, want.stats):
         for name, value in w.items():
             if name not in g:
-                problems.append(f"{where} {a}: the re-run has no {name}")
+                problems.append(f"{where} {at}: the re-run has no {name}")
                 continue
-            sd, what = spread.of(setting, relaxation, a, name, _unit(name, shape))
+            sd, what = spread.of(want, name, _unit(name, shape))
             diff = abs(g[name] - value)
             distance = diff / sd if sd > 0 else (0.0 if diff == 0 else math.inf)
             distances[name] = max(distances.get(name, 0.0), distance)
             if not distance <= k:
-                problems.append(f"{where} {a}: {name} {value:.4g} recorded, {g[name]:.4g} re-run: off by {diff:.3g}, "
+                problems.append(f"{where} {at}: {name} {value:.4g} recorded, {g[name]:.4g} re-run: off by {diff:.3g}, "
                                 f"more than {k:g} x {what} ({sd:.3g})")
     return problems, distances
 
 
-@dataclass
-class Recheck:
-    """What a re-check found: ``problems`` (empty: the run holds), the ``mode`` it ran in, and for
-    measurements the re-run's records next to the recorded ones, with the statistical distances."""
-
-    problems: List[str]
-    mode: str
-    got: List[dict]
-    want: List[dict]
-    distances: Dict[str, float]
-
-
-def recheck_search(run_dir: PathLike, epochs: int = 2, mode: str = "auto", spread: Optional[Spread] = None,
-                   reference: PathLike = RUNS) -> List[str]:
+def recheck_search(run_dir: PathLike, epochs: int = 2, mode: str = "auto", reference: PathLike = RUNS) -> List[str]:
     """Re-check a recorded search: its files (:func:`check_search_files`), then its config re-run for
     its first ``epochs`` epochs (the full run's learning-rate schedule) against its history, bit for bit
-    (``mode="exact"``) or by its statistics (``"statistical"``; ``"auto"``: exact where the numerics
-    signature is the recorder's). ``spread``: the seed spread (default: :func:`search_spread` of the runs
-    recorded under ``reference``, leaving this run out). Returns the problems, one line each."""
-    return recheck_search_details(run_dir, epochs, mode, spread, reference).problems
+    (``mode="exact"``) or by its statistics against the seed spread of the searches recorded under
+    ``reference`` (``"statistical"``); ``"auto"``: exact where the numerics signature is the recorder's.
+    Returns the problems, one line each."""
+    return recheck_search_details(run_dir, epochs, mode, reference).problems
 
 
-def recheck_chain(path: PathLike, steps: int = 50, mode: str = "auto", spread: Optional[Spread] = None,
-                  reference: PathLike = RUNS, threads: Optional[int] = None) -> List[str]:
+def recheck_chain(path: PathLike, steps: int = 50, mode: str = "auto", reference: PathLike = RUNS,
+                  threads: Optional[int] = None) -> List[str]:
     """Re-check a recorded chain experiment: its file (:func:`check_chain_file`), then its config re-run
     for its first ``steps`` steps (``run_chain(max_steps=steps)``, schedule unchanged) against its
-    records, bit for bit or by its statistics as in :func:`recheck_search`. ``threads``: torch threads of
-    the re-run (default: the recorded count where that makes the numerics the recorder's, else the
-    current count)."""
-    return recheck_chain_details(path, steps, mode, spread, reference, threads).problems
+    records, as :func:`recheck_search` does. ``threads``: torch threads of the re-run (default: the
+    recorded count where that makes the numerics the recorder's, else the current count)."""
+    return recheck_chain_details(path, steps, mode, reference, threads).problems
 
 
 SEARCH_FIELDS = ("normal_weight", "reduce_weight", "genotype", "train_loss", "train_acc", "val_loss", "val_acc",
@@ -427,7 +585,7 @@ SEARCH_FIELDS = ("normal_weight", "reduce_weight", "genotype", "train_loss", "tr
 CHAIN_FIELDS = ("weights", "train_acc")
 
 
-def recheck_search_details(run_dir: PathLike, epochs: int = 2, mode: str = "auto", spread: Optional[Spread] = None,
+def recheck_search_details(run_dir: PathLike, epochs: int = 2, mode: str = "auto",
                            reference: PathLike = RUNS) -> Recheck:
     """:func:`recheck_search`, with the mode it ran in, the re-run's records and its distances."""
     from .search import run_search
@@ -446,13 +604,14 @@ def recheck_search_details(run_dir: PathLike, epochs: int = 2, mode: str = "auto
     want = run.history[:epochs]
     problems += [f"epoch {w['epoch']}: learning rate {g['lr']:.6g} re-run, {w['lr']:.6g} recorded"
                  for g, w in zip(got, want) if not math.isclose(g["lr"], w["lr"], rel_tol=1e-12)]
-    return _compare(problems, mode, got, want, SEARCH_FIELDS, lambda r: search_statistics(r, cfg), "epoch",
-                    lambda: spread or search_spread(reference, exclude=run_dir), search_setting(cfg), cfg.relaxation,
+    rerun = search_sample(cfg, got)
+    return _compare(problems, mode, got, want, SEARCH_FIELDS, "epoch", rerun, search_sample(cfg, want),
+                    lambda: search_spread(reference, epochs, rerun),
                     np.asarray(want[0]["normal_weight"]).shape if want else (0, 0))
 
 
-def recheck_chain_details(path: PathLike, steps: int = 50, mode: str = "auto", spread: Optional[Spread] = None,
-                          reference: PathLike = RUNS, threads: Optional[int] = None) -> Recheck:
+def recheck_chain_details(path: PathLike, steps: int = 50, mode: str = "auto", reference: PathLike = RUNS,
+                          threads: Optional[int] = None) -> Recheck:
     """:func:`recheck_chain`, with the mode it ran in, the re-run's records and its distances."""
     from .mechanism import ChainConfig, run_chain
 
@@ -474,29 +633,64 @@ def recheck_chain_details(path: PathLike, steps: int = 50, mode: str = "auto", s
     finally:
         torch.set_num_threads(before)
     want = [r for r in run["records"] if r["step"] <= steps]
-    return _compare(problems, mode, got, want, CHAIN_FIELDS, lambda r: chain_statistics(r, cfg), "step",
-                    lambda: spread or chain_spread(reference, exclude=path), chain_setting(cfg), cfg["relaxation"],
-                    (cfg["depth"], len(cfg["ops"])))
+    rerun = chain_sample(cfg, got)
+    return _compare(problems, mode, got, want, CHAIN_FIELDS, "step", rerun, chain_sample(cfg, want),
+                    lambda: chain_spread(reference, steps, rerun), (cfg["depth"], len(cfg["ops"])))
 
 
-def _compare(problems: List[str], mode: str, got: List[dict], want: List[dict], fields: Sequence[str],
-             statistics, where: str, spread, setting: Tuple, relaxation: str, shape: Tuple[int, int]) -> Recheck:
-    """The re-run ``got`` against the record ``want``: bit for bit (``fields``) or by ``statistics``."""
-    at = [w[where] for w in want]
-    if [g[where] for g in got] != at:
-        problems.append(f"the re-run recorded {where}s {[g[where] for g in got]}, the record {at}")
+def _compare(problems: List[str], mode: str, got: List[dict], want: List[dict], fields: Sequence[str], where: str,
+             rerun: Sample, recorded: Sample, spread: Callable[[], Spread], shape: Tuple[int, int]) -> Recheck:
+    """The re-run ``got`` against the record ``want``: bit for bit (``fields``) or by their statistics."""
+    if rerun.at != recorded.at:
+        problems.append(f"the re-run recorded {where}s {rerun.at}, the record {recorded.at}")
         return Recheck(problems, mode, got, want, {})
     if mode == "exact":
         exact = [p for g, w in zip(got, want) for p in _exact_problems(f"{where} {w[where]}", g, w, fields)]
         if not exact:
             return Recheck(problems, mode, got, want, {})
-        # Say whether only the rounding changed (the code now sums in another order) or the conclusions too.
-        stat, distances = compare_statistics([statistics(g) for g in got], [statistics(w) for w in want], at,
-                                             spread(), setting, relaxation, shape)
+        # Say whether only the rounding changed (the code sums in another order) or the conclusions too.
+        stat, distances = compare_statistics(rerun, recorded, spread(), shape)
         verdict = (f"the statistical re-check fails too ({len(stat)} problems)" if stat else
                    "statistically it agrees: the rounding changed (the code sums in another order, or the numerics "
                    "are not the recorder's), not the conclusions")
         return Recheck(problems + exact + [f"the re-run is not bit for bit; {verdict}"], mode, got, want, distances)
-    stat, distances = compare_statistics([statistics(g) for g in got], [statistics(w) for w in want], at, spread(),
-                                         setting, relaxation, shape)
+    stat, distances = compare_statistics(rerun, recorded, spread(), shape)
     return Recheck(problems + stat, mode, got, want, distances)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m fairdarts_core.reproduce extra-seeds``: measure :data:`EXTRA_SEEDS` (minutes to an hour
+    on a CPU) and write it atomically with its provenance."""
+    import argparse
+    import sys
+    import time
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m fairdarts_core.reproduce",
+                                     description="Measure what the recorded-run re-check needs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    extra = sub.add_parser("extra-seeds", help=f"the first epochs of further seeds of the recorded settings with "
+                                               f"one seed, into ROOT/{EXTRA_SEEDS}")
+    extra.add_argument("--root", default=str(RUNS), help="the recorded runs (default: the repository's data/runs)")
+    extra.add_argument("--seeds", type=int, default=3, help="seeds per setting, the recorded one included (3)")
+    args = parser.parse_args(argv)
+    if args.seeds < 2:
+        parser.error(f"--seeds must be at least 2; got {args.seeds}")
+    start = time.time()
+    measured = measure_extra_seeds(args.root, args.seeds)
+    path = Path(args.root) / EXTRA_SEEDS
+    before = json.loads(path.read_text()) if path.is_file() else {"sessions": []}
+    record = {"about": "the first epochs (steps) of further seeds of the recorded settings whose pool has one "
+                       "seed: what fairdarts_core.reproduce re-checks those settings against; no recorded runs",
+              "searches": before.get("searches", []) + measured["searches"],
+              "chains": before.get("chains", []) + measured["chains"],
+              "sessions": before.get("sessions", []) + [
+                  _runs.provenance(["python", "-m", "fairdarts_core.reproduce", *argv], time.time() - start)]}
+    _runs.atomic_write_json(path, record)
+    print(f"{path}: {len(measured['searches'])} searches and {len(measured['chains'])} chains measured, "
+          f"{len(record['searches'])} and {len(record['chains'])} in all")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
