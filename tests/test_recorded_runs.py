@@ -13,8 +13,8 @@ through :mod:`fairdarts_core.runs` and re-check them with :mod:`fairdarts_core.r
   signature (torch version, CPU kernels, CPU, threads) is the one the run recorded, and elsewhere by the
   statistics its conclusions rest on, within ``reproduce.K`` standard deviations of their seed-to-seed
   spread, measured from the recorded seeds and data/runs/extra_seeds.json (README, "Reproducible").
-  Simulate another CPU with ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``; ``pytest --junitxml``
-  keeps how far each re-run landed from its record;
+  Simulate another CPU with ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``;
+  ``pytest --junitxml=FILE -o junit_family=xunit1`` keeps how far each re-run landed from its record;
 - a record with numbers edited fails its re-check, bit for bit and statistically.
 
 To keep this file to minutes, one run per setting is re-run, the one with the lowest seed. Set
@@ -62,8 +62,8 @@ def _id(path: Path) -> str:
 
 
 def _record(record_property, details) -> None:
-    """Keep how far a re-run landed from its record, in seed standard deviations per statistic (pytest
-    ``--junitxml`` writes them out: that is how ``reproduce.K`` was chosen)."""
+    """Keep how far a re-run landed from its record, in seed standard deviations per statistic (``pytest
+    --junitxml=FILE -o junit_family=xunit1`` writes them out: that is how ``reproduce.K`` was chosen)."""
     record_property("mode", details.mode)
     for name, distance in sorted(details.distances.items()):
         record_property(name, round(distance, 3))
