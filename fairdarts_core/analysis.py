@@ -122,63 +122,77 @@ def compare_with_published(name: str, measured: Optional[Dict[str, int]] = None)
 # What a search did: dominant ops per epoch, skip share, parameter-free share (the collapse, Fair DARTS Fig. 1)
 # ==========================================================================================================
 #
-# An edge's *dominant* op is the one with the largest relaxed weight (never ``none``: DARTS excludes it when
-# it derives a cell, and it would dominate nothing in the discrete network). Fair DARTS's Figure 1 stacks,
-# epoch by epoch, how many of the 14 edges of the normal cell each op dominates.
+# An edge's *dominant* op is the one with the largest relaxed weight. In the DARTS space it is never
+# ``none``: DARTS excludes it when it derives a cell, and it would dominate nothing in the discrete network.
+# In NAS-Bench-201's space ``none`` counts (``keep_none``): its derive rule keeps it, dropping the edge.
+# Fair DARTS's Figure 1 stacks, epoch by epoch, how many edges of the normal cell each op dominates.
+# A history records the cells ``"normal"`` and ``"reduce"`` (DARTS) or ``"cell"`` (NAS-Bench-201):
+# :func:`fairdarts_core.spaces.history_cells`.
 
-CELL_KINDS = ("normal", "reduce")
+CELL_KINDS = ("normal", "reduce", "cell")
 
 
 def history_weights(history: Sequence[dict], cell: str = "normal") -> list:
-    """The relaxed weights of ``cell`` recorded at every epoch of a search history (``record["normal_weight"]``
-    or ``record["reduce_weight"]``). Raises ``ValueError`` (not a ``KeyError``) for another cell name or a
-    record without them."""
+    """The relaxed weights of ``cell`` recorded at every epoch of a search history (``record["normal_weight"]``,
+    ``record["reduce_weight"]`` or, NAS-Bench-201, ``record["cell_weight"]``). Raises ``ValueError`` (not a
+    ``KeyError``) for another cell name or a record without them."""
     if cell not in CELL_KINDS:
-        raise ValueError(f"cell must be 'normal' or 'reduce', got {cell!r}")
+        raise ValueError(f"cell must be one of {', '.join(map(repr, CELL_KINDS))}, got {cell!r}")
     key = f"{cell}_weight"
     out = []
     for i, record in enumerate(history):
         if not isinstance(record, dict) or key not in record:
-            raise ValueError(f"history record {i + 1} has no {key!r} (a search history records both cells' weights)")
+            raise ValueError(f"history record {i + 1} has no {key!r} (a search history records its cells' weights)")
         out.append(record[key])
     return out
 
 
-def dominant_ops(weights, primitives: Sequence[str]) -> List[str]:
-    """The dominant op of every edge (row) of a relaxed-weight matrix; ties go to the earlier op."""
+def keeps_none(cell: str) -> bool:
+    """Whether the derive rule of ``cell``'s space can keep ``none`` (NAS-Bench-201's ``"cell"``)."""
+    from .spaces import space_of_cell
+
+    return space_of_cell(cell).keeps_none
+
+
+def dominant_ops(weights, primitives: Sequence[str], keep_none: bool = False) -> List[str]:
+    """The dominant op of every edge (row) of a relaxed-weight matrix; ties go to the earlier op.
+    ``none`` is a candidate only with ``keep_none`` (the NAS-Bench-201 rule)."""
     W = np.asarray(weights, dtype=np.float64)
-    candidates = [k for k, p in enumerate(primitives) if p != "none"]
+    candidates = [k for k, p in enumerate(primitives) if keep_none or p != "none"]
     if W.ndim != 2 or W.shape[1] != len(primitives) or not candidates:
         raise ValueError(f"weights must have shape (n_edges, {len(primitives)}), got {W.shape}")
     return [primitives[candidates[int(np.argmax(row[candidates]))]] for row in W]
 
 
 def dominant_op_counts(history: Sequence[dict], primitives: Sequence[str], cell: str = "normal") -> Dict[str, List[int]]:
-    """For every op (not ``none``), how many edges of ``cell`` it dominates at each recorded epoch:
-    ``{op: [count at epoch 1, count at epoch 2, ...]}`` (the data of a stacked area plot)."""
-    ops = [p for p in primitives if p != "none"]
+    """For every op (``none`` only where the space keeps it), how many edges of ``cell`` it dominates at
+    each recorded epoch: ``{op: [count at epoch 1, count at epoch 2, ...]}`` (a stacked area plot's data)."""
+    keep = keeps_none(cell)
+    ops = [p for p in primitives if keep or p != "none"]
     counts = {op: [] for op in ops}
     for weights in history_weights(history, cell):
-        winners = dominant_ops(weights, primitives)
+        winners = dominant_ops(weights, primitives, keep)
         for op in ops:
             counts[op].append(winners.count(op))
     return counts
 
 
-def op_share(weights, primitives: Sequence[str], ops) -> float:
+def op_share(weights, primitives: Sequence[str], ops, keep_none: bool = False) -> float:
     """Fraction of the edges whose dominant op is one of ``ops``."""
-    winners = dominant_ops(weights, primitives)
+    winners = dominant_ops(weights, primitives, keep_none)
     return sum(w in set(ops) for w in winners) / len(winners)
 
 
-def skip_share(weights, primitives: Sequence[str]) -> float:
+def skip_share(weights, primitives: Sequence[str], keep_none: bool = False) -> float:
     """Fraction of the edges that ``skip_connect`` dominates (the collapse drives it up)."""
-    return op_share(weights, primitives, {"skip_connect"})
+    return op_share(weights, primitives, {"skip_connect"}, keep_none)
 
 
-def parameter_free_share(weights, primitives: Sequence[str]) -> float:
-    """Fraction of the edges dominated by a parameter-free op (skip, max/avg pool)."""
-    return op_share(weights, primitives, PARAMETER_FREE_OPS - {"none"})
+def parameter_free_share(weights, primitives: Sequence[str], keep_none: bool = False) -> float:
+    """Fraction of the edges dominated by a parameter-free op (skip, max/avg pool; and ``none`` where it
+    is kept)."""
+    return op_share(weights, primitives, PARAMETER_FREE_OPS if keep_none else PARAMETER_FREE_OPS - {"none"},
+                    keep_none)
 
 
 def op_weight(weights, primitives: Sequence[str], op: str) -> np.ndarray:
@@ -188,14 +202,25 @@ def op_weight(weights, primitives: Sequence[str], op: str) -> np.ndarray:
     return np.asarray(weights, dtype=np.float64)[:, list(primitives).index(op)]
 
 
+def mean_op_weights(weights, primitives: Sequence[str]) -> Dict[str, float]:
+    """The mean relaxed weight of every op over the edges: which op is strongest *on average*."""
+    W = np.asarray(weights, dtype=np.float64)
+    if W.ndim != 2 or W.shape[1] != len(primitives):
+        raise ValueError(f"weights must have shape (n_edges, {len(primitives)}), got {W.shape}")
+    return {op: float(W[:, k].mean()) for k, op in enumerate(primitives)}
+
+
 def history_series(history: Sequence[dict], primitives: Sequence[str], cell: str = "normal") -> Dict[str, List[float]]:
     """Per epoch: mean skip weight, skip share, parameter-free share, and the skip count of the derived cell."""
+    from .spaces import skip_key
+
+    keep, key = keeps_none(cell), skip_key(cell)
     out: Dict[str, List[float]] = {"epoch": [], "skip_weight": [], "skip_share": [], "parameter_free_share": [],
                                    "skip_count": []}
     for r, W in zip(history, history_weights(history, cell)):
         out["epoch"].append(r.get("epoch", len(out["epoch"]) + 1))
         out["skip_weight"].append(float(op_weight(W, primitives, "skip_connect").mean()) if "skip_connect" in primitives else 0.0)
-        out["skip_share"].append(skip_share(W, primitives))
-        out["parameter_free_share"].append(parameter_free_share(W, primitives))
-        out["skip_count"].append(r.get(f"skip_{cell}"))
+        out["skip_share"].append(skip_share(W, primitives, keep))
+        out["parameter_free_share"].append(parameter_free_share(W, primitives, keep))
+        out["skip_count"].append(r.get(key))
     return out

@@ -260,4 +260,59 @@ def check_skip_share_per_epoch(fn: Callable, seed: int = 0) -> CheckResult:
                              "with and without 'none'.")
 
 
-__all__: List[str] = ["CheckResult", "check_mixed_edge", "check_dominant_counts", "check_skip_share_per_epoch"]
+def _nb201_cases(seed: int):
+    """Relaxed weights of NAS-Bench-201 cells: softmax and sigmoid rows, with rows ``none`` wins and rows
+    whose second op would win where ``none`` is left out."""
+    import numpy as np
+
+    from .nb201 import NB201_OPS, NUM_EDGES
+
+    rng = np.random.default_rng(seed)
+    cases = []
+    for relaxation in ("softmax", "sigmoid", "softmax"):
+        alpha = rng.normal(0.0, 1.5, size=(NUM_EDGES, len(NB201_OPS)))
+        alpha[rng.integers(NUM_EDGES), 0] += 4.0  # one edge that `none` wins
+        W = np.exp(alpha) / np.exp(alpha).sum(1, keepdims=True) if relaxation == "softmax" else 1 / (1 + np.exp(-alpha))
+        cases.append(W)
+    return list(NB201_OPS), cases
+
+
+def check_nb201_arch_string(fn: Callable, seed: int = 0) -> CheckResult:
+    """Check ``fn(weights, primitives) -> str``: the NAS-Bench-201 string of the cell that DARTS's rule
+    derives from a (6, n_ops) relaxed-weight matrix (rows in the edge order ``1<-0, 2<-0, 2<-1, 3<-0,
+    3<-1, 3<-2``; the strongest op of every edge, ``none`` included, as the benchmark's DARTS baselines
+    derive). The reference is :func:`fairdarts_core.nb201.derive`."""
+    import numpy as np
+
+    from .nb201 import EDGES, NB201Genotype, derive
+
+    primitives, cases = _nb201_cases(seed)
+    for W in cases:
+        expected = derive(W, primitives, "darts").to_string()
+        got, err = _call(fn, W.copy(), list(primitives))
+        if err is not None:
+            return err
+        if not isinstance(got, str):
+            return CheckResult(False, f"it returned a {type(got).__name__}; return the string, e.g. "
+                                      f"'|nor_conv_3x3~0|+|skip_connect~0|none~1|+|...~0|...~1|...~2|'")
+        if got.strip() == expected:
+            continue
+        try:
+            parsed = NB201Genotype.from_string(got)
+        except ValueError as e:
+            return CheckResult(False, f"the benchmark cannot read it: {e}")
+        no_none = [primitives[1 + int(np.argmax(row[1:]))] for row in W]
+        by_node = [primitives[int(np.argmax(W[EDGES.index((to, src))]))] for src in range(3) for to in range(src + 1, 4)]
+        if list(parsed.ops) == no_none:
+            return CheckResult(False, "'none' must stay a candidate here: in NAS-Bench-201 every node sums all its "
+                                      "inputs, and an edge whose strongest op is 'none' is dropped that way")
+        if list(parsed.ops) == by_node:
+            return CheckResult(False, "the edges are in the wrong order: row e of the matrix is EDGES[e] "
+                                      "(1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2), one '|...|' group per target node")
+        return CheckResult(False, f"expected {expected}, got {got.strip()}: take the op with the largest weight of "
+                                  f"every row")
+    return CheckResult(True, "your strings match the library's derive rule on softmax and sigmoid cells.")
+
+
+__all__: List[str] = ["CheckResult", "check_mixed_edge", "check_dominant_counts", "check_skip_share_per_epoch",
+                      "check_nb201_arch_string"]

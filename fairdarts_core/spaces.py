@@ -49,6 +49,7 @@ class SearchSpace:
     build_network: Callable[[Any, AnyGenotype, int, int], nn.Module]  # (train config, genotype, in, classes)
     check_train_config: Callable[[Any], None]
     check_search_config: Callable[[Any], None]
+    keeps_none: bool = False                     # whether the derive rule can keep `none` (drop an edge by it)
 
     def derive_method(self, config) -> str:
         """``config.parse_method``, or the rule of ``config.relaxation``'s authors."""
@@ -135,7 +136,8 @@ NB201 = SearchSpace(
     build_supernet=_nb201_supernet,
     derive=lambda relaxed, config, method: nb201.derive(relaxed[0], config.primitives, method, config.threshold),
     skip_counts=lambda g: {"skips": g.count("skip_connect")},
-    build_network=_nb201_network, check_train_config=_nb201_check_train, check_search_config=_nb201_check_search)
+    build_network=_nb201_network, check_train_config=_nb201_check_train, check_search_config=_nb201_check_search,
+    keeps_none=True)
 
 
 SPACES: Dict[str, SearchSpace] = {DARTS.name: DARTS, NB201.name: NB201}
@@ -146,6 +148,32 @@ def get_space(name: str) -> SearchSpace:
     if name not in SPACES:
         raise ValueError(f"unknown search space {name!r}; choose one of {', '.join(SPACES)}")
     return SPACES[name]
+
+
+def space_of_cell(cell: str) -> SearchSpace:
+    """The space whose search history records the weights of ``cell`` (``"normal"``/``"reduce"``: DARTS;
+    ``"cell"``: NAS-Bench-201's one shared cell), or a one-line ``ValueError``."""
+    for space in SPACES.values():
+        if f"{cell}_weight" in space.weight_names:
+            return space
+    names = [w[: -len("_weight")] for space in SPACES.values() for w in space.weight_names]
+    raise ValueError(f"unknown cell {cell!r}; a search history records the cells {', '.join(map(repr, names))}")
+
+
+def skip_key(cell: str) -> str:
+    """The history key that counts the skip connections of ``cell``'s derived cell."""
+    space = space_of_cell(cell)
+    return space.skip_keys[space.weight_names.index(f"{cell}_weight")]
+
+
+def history_cells(history: Sequence[Mapping[str, Any]]) -> Tuple[str, ...]:
+    """The cells a search history records (``("normal", "reduce")`` or ``("cell",)``), from its first record."""
+    if not history or not isinstance(history[0], Mapping):
+        raise ValueError("the history is empty: it records no cell")
+    for space in SPACES.values():
+        if all(name in history[0] for name in space.weight_names):
+            return tuple(name[: -len("_weight")] for name in space.weight_names)
+    raise ValueError("the history's first record has no relaxed weights (normal_weight/reduce_weight or cell_weight)")
 
 
 def space_of(genotype: AnyGenotype) -> SearchSpace:

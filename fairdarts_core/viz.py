@@ -174,8 +174,10 @@ OP_COLORS = {
     "dil_conv_5x5": "#74c69d",
     "conv_3x3": "#2a6f97",
     "conv_1x1": "#61a5c2",
+    "nor_conv_3x3": "#2a6f97",
+    "nor_conv_1x1": "#61a5c2",
 }
-CONV_PREFIXES = ("sep_conv", "dil_conv", "conv")
+CONV_PREFIXES = ("sep_conv", "dil_conv", "conv", "nor_conv")
 
 
 def op_color(name: str) -> str:
@@ -195,10 +197,26 @@ def _history_epochs(history: Sequence[dict]) -> list:
     return [r.get("epoch", i + 1) for i, r in enumerate(history)]
 
 
+def cell_label(cell: str) -> str:
+    """How a figure names a history's cell: ``"normal cell"``, ``"reduce cell"``, ``"NAS-Bench-201 cell"``."""
+    return "NAS-Bench-201 cell" if cell == "cell" else f"{cell} cell"
+
+
+def edge_labels(n_edges: int) -> list:
+    """``"to<-from"`` of every row of a relaxed-weight matrix: NAS-Bench-201's 6 edges, or the DARTS
+    cell's 14 (any 2 + 3 + ... rows)."""
+    from . import nb201
+
+    if n_edges == nb201.NUM_EDGES:
+        return [f"{to}<-{src}" for to, src in nb201.EDGES]
+    return [f"{to}<-{src}" for to, src in edge_index(steps_for(n_edges))]
+
+
 def plot_dominant_ops(history: Sequence[dict], primitives: Sequence[str], cell: str = "normal", ax=None,
                       title: Optional[str] = None):
-    """Fair DARTS Fig. 1 style: for every recorded epoch, how many of the 14 edges of ``cell`` each op
-    dominates (largest relaxed weight, never ``none``), stacked. Returns ``(figure, axes)``."""
+    """Fair DARTS Fig. 1 style: for every recorded epoch, how many edges of ``cell`` each op dominates
+    (largest relaxed weight; never ``none`` in the DARTS space, ``none`` too in NAS-Bench-201's ``"cell"``),
+    stacked. Returns ``(figure, axes)``."""
     from .analysis import dominant_op_counts
 
     if not history:
@@ -216,10 +234,10 @@ def plot_dominant_ops(history: Sequence[dict], primitives: Sequence[str], cell: 
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"edges dominated ({cell} cell)")
+    ax.set_ylabel(f"edges dominated ({cell_label(cell)})")
     handles, labels = ax.get_legend_handles_labels()
     ax.legend(handles[::-1], labels[::-1], fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    ax.set_title(title or f"dominant op per edge, {cell} cell", fontsize=10)
+    ax.set_title(title or f"dominant op per edge, {cell_label(cell)}", fontsize=10)
     return fig, ax
 
 
@@ -241,7 +259,7 @@ def edge_trajectories(history: Sequence[dict], primitives: Sequence[str], cell: 
         raise ValueError(f"the history's {cell}_weight matrices do not have {len(prims)} columns")
     best = np.asarray(conv)[W[:, :, conv].argmax(axis=2)]
     return {"epoch": _history_epochs(history),
-            "edges": [f"{to}<-{src}" for to, src in edge_index(steps_for(W.shape[1]))],
+            "edges": edge_labels(W.shape[1]),
             "skip": W[:, :, prims.index("skip_connect")],
             "conv": np.take_along_axis(W, best[:, :, None], axis=2)[:, :, 0],
             "conv_op": [[prims[k] for k in row] for row in best]}
@@ -276,7 +294,7 @@ def plot_edge_trajectories(history: Sequence[dict], primitives: Sequence[str], c
     axes[0, 0].legend(fontsize=6, frameon=False, loc="upper left")
     fig.supxlabel("epoch", fontsize=8)
     fig.supylabel("relaxed weight", fontsize=8)
-    fig.suptitle(title or f"{cell} cell: skip_connect vs the strongest convolution, edge by edge "
+    fig.suptitle(title or f"{cell_label(cell)}: skip_connect vs the strongest convolution, edge by edge "
                  "(shaded: skip ahead at the end)", fontsize=9)
     fig.tight_layout()
     return fig, axes
@@ -289,7 +307,7 @@ def plot_weight_bars(weights, primitives: Sequence[str], ax=None, title: Optiona
     prims = list(primitives)
     if W.ndim != 2 or W.shape[1] != len(prims):
         raise ValueError(f"weights must have shape (n_edges, {len(prims)}), got {tuple(W.shape)}")
-    rows = [f"{to}<-{src}" for to, src in edge_index(steps_for(W.shape[0]))]
+    rows = edge_labels(W.shape[0])
     fig, ax = _axes(ax, (6.0, 0.6 + 0.26 * len(rows)))
     y = np.arange(len(rows))
     left = np.zeros(len(rows))

@@ -213,12 +213,13 @@ def strongest_edge(weights, primitives: Sequence[str] = FAIR_DARTS_OPS) -> int:
 def epoch_explorer_state(history: Sequence[Dict], primitives: Sequence[str], epoch: int, cell: str = "normal") -> Dict:
     """Everything the epoch explorer shows for one epoch (1-based, as in the history) of a search.
 
-    Returns ``epoch``, ``weights`` (the relaxed matrix of ``cell``), ``edges`` (the derived cell as
-    ``(op, to, from)`` tuples, from the record's genotype), ``skip_count`` (live skips in the derived cell),
-    ``dominant`` (op -> number of edges it dominates), ``skip_share`` (fraction of edges skip dominates),
-    ``skip_weight`` (skip's mean relaxed weight), ``train_acc`` / ``val_acc`` and ``epochs`` (all
-    recorded epoch numbers)."""
-    from .analysis import dominant_ops, op_weight, skip_share
+    ``cell``: ``"normal"`` or ``"reduce"`` (DARTS space) or ``"cell"`` (NAS-Bench-201). Returns ``epoch``,
+    ``weights`` (the relaxed matrix of ``cell``), ``edges`` (the derived cell as ``(op, to, from)``
+    tuples, from the record's genotype), ``arch`` (NAS-Bench-201: the benchmark's string of the derived
+    cell; else None), ``skip_count`` (skips the derived cell computes), ``dominant`` (op -> number of
+    edges it dominates), ``skip_share`` (fraction of edges skip dominates), ``skip_weight`` (skip's mean
+    relaxed weight), ``train_acc`` / ``val_acc`` and ``epochs`` (all recorded epoch numbers)."""
+    from .analysis import dominant_ops, keeps_none, op_weight, skip_share
 
     if not history:
         raise ValueError("the history is empty")
@@ -228,21 +229,36 @@ def epoch_explorer_state(history: Sequence[Dict], primitives: Sequence[str], epo
     record = history[epochs.index(epoch)]
     key = f"{cell}_weight"
     if key not in record:
-        raise ValueError(f"the history has no {key!r} (cell must be 'normal' or 'reduce')")
+        raise ValueError(f"the history has no {key!r} (cell must be 'normal' or 'reduce' in the DARTS space, "
+                         f"'cell' in NAS-Bench-201's)")
     W = np.asarray(record[key], dtype=np.float64)
     names = [str(p) for p in primitives]
-    winners = dominant_ops(W, names)
-    edges = [tuple(e) for e in record["genotype"][cell]] if "genotype" in record else []
+    keep = keeps_none(cell)
+    winners = dominant_ops(W, names, keep)
+    edges, arch, skips = _derived_cell(record, cell, len(W))
     has_skip = "skip_connect" in names
     return {
         "epoch": epoch, "epochs": epochs, "cell": cell, "primitives": names, "weights": W.tolist(),
-        "edges": [(str(op), int(to), int(src)) for op, to, src in edges],
-        "skip_count": _live_count(edges, "skip_connect", len(W)),
-        "dominant": {op: winners.count(op) for op in names if op != "none"},
-        "skip_share": skip_share(W, names) if has_skip else 0.0,
+        "edges": edges, "arch": arch, "skip_count": skips,
+        "dominant": {op: winners.count(op) for op in names if keep or op != "none"},
+        "skip_share": skip_share(W, names, keep) if has_skip else 0.0,
         "skip_weight": float(op_weight(W, names, "skip_connect").mean()) if has_skip else 0.0,
         "train_acc": record.get("train_acc"), "val_acc": record.get("val_acc"),
     }
+
+
+def _derived_cell(record: Dict, cell: str, n_edges: int):
+    """The record's derived cell: its ``(op, to, from)`` edges, its NAS-Bench-201 string (or None), and the
+    skips the network computes (DARTS: isolated nodes dropped, as ``Genotype.count``)."""
+    if "genotype" not in record:
+        return [], None, 0
+    if cell == "cell":
+        from .nb201 import NB201Genotype
+
+        g = NB201Genotype.from_dict(record["genotype"])
+        return [(op, to, src) for op, to, src in g.edges], g.to_string(), g.count("skip_connect")
+    edges = [(str(op), int(to), int(src)) for op, to, src in record["genotype"][cell]]
+    return edges, None, _live_count(edges, "skip_connect", n_edges)
 
 
 def _live_count(edges, op: str, n_edges: int) -> int:
@@ -254,28 +270,37 @@ def _live_count(edges, op: str, n_edges: int) -> int:
 
 def epoch_explorer_text(state: Dict) -> str:
     """One line about an epoch: skips in the derived cell, skip's share of the dominant ops, its weight."""
+    from .viz import cell_label
+
     acc = "" if state["train_acc"] is None else f"; supernet training accuracy {state['train_acc']:.3f}"
-    return (f"epoch {state['epoch']}: the derived {state['cell']} cell has {state['skip_count']} skip_connect "
-            f"of {len(state['edges'])} edges; skip dominates {round(state['skip_share'] * len(state['weights']))} "
-            f"of {len(state['weights'])} edges (mean weight {state['skip_weight']:.3f}){acc}")
+    arch = f" ({state['arch']})" if state.get("arch") else ""
+    return (f"epoch {state['epoch']}: the derived {cell_label(state['cell'])} has {state['skip_count']} "
+            f"skip_connect of {len(state['edges'])} edges{arch}; skip dominates "
+            f"{round(state['skip_share'] * len(state['weights']))} of {len(state['weights'])} edges "
+            f"(mean weight {state['skip_weight']:.3f}){acc}")
 
 
 def epoch_explorer_figure(state: Dict, ax=None, title: Optional[str] = None):
     """The weight bars of one epoch (every edge a stacked bar of its relaxed weights). Returns
     ``(figure, axes)``."""
-    from .viz import plot_weight_bars
+    from .viz import cell_label, plot_weight_bars
 
     fig, ax = plot_weight_bars(state["weights"], state["primitives"], ax=ax,
-                               title=title or f"{state['cell']} cell, epoch {state['epoch']}: relaxed weights")
+                               title=title or f"{cell_label(state['cell'])}, epoch {state['epoch']}: relaxed weights")
     fig.tight_layout()
     return fig, ax
 
 
 def epoch_explorer_cell(state: Dict):
     """The derived cell of one epoch as a graphviz drawing, titled with its skip count."""
+    title = f"epoch {state['epoch']}: {state['skip_count']} skip_connect"
+    if state.get("arch"):
+        from .nb201 import cell_graph
+
+        return cell_graph(state["arch"], title=title)
     from .viz import plot_cell
 
-    return plot_cell(state["edges"], title=f"epoch {state['epoch']}: {state['skip_count']} skip_connect")
+    return plot_cell(state["edges"], title=title)
 
 
 def _png(fig) -> bytes:

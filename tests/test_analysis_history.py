@@ -52,9 +52,46 @@ def test_counts_shares_and_series_follow_a_collapse():
 def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match="shape"):
         dominant_ops(np.zeros((14, 5)), OPS)
-    with pytest.raises(ValueError, match="cell must be 'normal' or 'reduce', got 'middle'"):
+    with pytest.raises(ValueError, match="unknown cell 'middle'; a search history records the cells 'normal', 'reduce', 'cell'"):
         dominant_op_counts([{"normal_weight": []}], OPS, cell="middle")
     with pytest.raises(ValueError, match="record 2 has no 'reduce_weight'"):  # a ValueError, never a KeyError
         history_series([{"reduce_weight": np.zeros((14, 7))}, {"normal_weight": []}], OPS, cell="reduce")
     with pytest.raises(ValueError, match="not among"):
         op_weight(np.zeros((14, 7)), OPS, "none")
+
+
+NB_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+
+def _nb201_record(epoch, winners, skips):
+    """A NAS-Bench-201 history record whose edge e is dominated by ``winners[e]`` (weight 0.6, others 0.1)."""
+    W = np.full((6, 5), 0.1)
+    for e, op in enumerate(winners):
+        W[e, NB_OPS.index(op)] = 0.6
+    return {"epoch": epoch, "cell_weight": W.tolist(), "skips": skips}
+
+
+def test_nb201_history_counts_none_as_its_derive_rule_keeps_it():
+    early = _nb201_record(1, ["none", "nor_conv_3x3", "nor_conv_3x3", "avg_pool_3x3", "skip_connect", "none"], 1)
+    late = _nb201_record(2, ["skip_connect"] * 5 + ["none"], 5)
+    counts = dominant_op_counts([early, late], NB_OPS, cell="cell")
+    assert list(counts) == list(NB_OPS)  # none is an op of the plot here
+    assert counts["none"] == [2, 1] and counts["skip_connect"] == [1, 5] and counts["nor_conv_3x3"] == [2, 0]
+    assert [sum(c[i] for c in counts.values()) for i in range(2)] == [6, 6]
+    series = history_series([early, late], NB_OPS, cell="cell")
+    assert series["skip_count"] == [1, 5]  # the history's "skips"
+    assert series["skip_share"] == pytest.approx([1 / 6, 5 / 6])
+    assert series["parameter_free_share"] == pytest.approx([4 / 6, 1.0])  # none, skip and pool are free
+    # DARTS's rule never counts none: the same matrix read that way gives the runner-up (all 0.1: the first).
+    assert dominant_ops(early["cell_weight"], NB_OPS)[0] == "skip_connect"
+    assert dominant_ops(early["cell_weight"], NB_OPS, keep_none=True)[0] == "none"
+
+
+def test_mean_op_weights():
+    from fairdarts_core.analysis import mean_op_weights
+
+    W = np.array([[0.1, 0.5, 0.1, 0.2, 0.1], [0.3, 0.1, 0.1, 0.4, 0.1]])
+    assert mean_op_weights(W, NB_OPS) == pytest.approx(
+        {"none": 0.2, "skip_connect": 0.3, "nor_conv_1x1": 0.1, "nor_conv_3x3": 0.3, "avg_pool_3x3": 0.1})
+    with pytest.raises(ValueError, match="shape"):
+        mean_op_weights(W, NB_OPS[:4])

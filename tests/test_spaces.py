@@ -99,3 +99,16 @@ def test_the_cli_searches_and_plots_the_nb201_space(tmp_path, capsys):
     assert cli.main(["plot", "--genotype", str(tmp_path / "e.json"), "--out", str(tmp_path / "e.svg"), "--json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["no_live_node"] == ["cell"] and "does not connect" in captured.err
+
+
+def test_cells_of_a_history_name_their_space():
+    from fairdarts_core.spaces import DARTS, NB201, history_cells, skip_key, space_of_cell
+
+    assert space_of_cell("normal") is DARTS and space_of_cell("cell") is NB201
+    assert skip_key("reduce") == "skip_reduce" and skip_key("cell") == "skips"
+    assert history_cells([{"normal_weight": [], "reduce_weight": []}]) == ("normal", "reduce")
+    assert history_cells([{"cell_weight": []}]) == ("cell",)
+    with pytest.raises(ValueError, match="unknown cell 'middle'"):
+        space_of_cell("middle")
+    with pytest.raises(ValueError, match="empty"):
+        history_cells([])

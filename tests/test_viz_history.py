@@ -217,3 +217,41 @@ def test_skip_share_checker():
         r = check_skip_share_per_epoch(fn)
         assert not r.ok and words in r.message, (words, r.message)
     assert "&#10004;" in check_skip_share_per_epoch(_share_ok)._repr_html_()
+
+
+def nb201_history():
+    """Two NAS-Bench-201 epochs: convolutions and `none`, then skip on 5 of the 6 edges."""
+    from fairdarts_core.nb201 import NB201_OPS, derive
+
+    ops = list(NB201_OPS)
+    hist = []
+    for e, winners in enumerate((["nor_conv_3x3", "none", "nor_conv_1x1", "avg_pool_3x3", "nor_conv_3x3", "none"],
+                                 ["skip_connect"] * 5 + ["none"])):
+        W = matrix(winners, ops, high=0.5, low=0.125)
+        g = derive(W, ops, "darts")
+        hist.append({"epoch": e + 1, "cell_weight": W.tolist(), "genotype": g.to_dict(),
+                     "skips": g.count("skip_connect"), "train_acc": 0.5, "val_acc": 0.5})
+    return ops, hist
+
+
+def test_nb201_history_plots_and_explorer():
+    ops, hist = nb201_history()
+    fig, ax = viz.plot_dominant_ops(hist, ops, cell="cell")
+    assert ax.get_ylim() == (0, 6) and "NAS-Bench-201 cell" in ax.get_title()
+    assert [t.get_text() for t in ax.get_legend().get_texts()][-1] == "none"  # none is stacked too
+    plt.close(fig)
+    st = widgets.epoch_explorer_state(hist, ops, 2, cell="cell")
+    assert st["skip_count"] == 5 and st["dominant"]["skip_connect"] == 5 and st["dominant"]["none"] == 1
+    assert st["arch"] == "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|none~2|"
+    assert "5 skip_connect of 6 edges" in widgets.epoch_explorer_text(st)
+    svg = widgets.epoch_explorer_cell(st).pipe(format="svg").decode()
+    assert svg.count(">skip_connect<") == 5 and "output" in svg
+    fig, ax = widgets.epoch_explorer_figure(st)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["1<-0", "2<-0", "2<-1", "3<-0", "3<-1", "3<-2"]
+    plt.close(fig)
+    fig, axes = viz.plot_edge_trajectories(hist, ops, cell="cell", ncols=3)
+    assert axes.shape == (2, 3) and axes[0, 0].get_title() == "1<-0"
+    plt.close(fig)
+    box = widgets.epoch_explorer(hist, ops, cell="cell")
+    box.slider.value = 1
+    assert box.state()["skip_count"] == 0

@@ -104,3 +104,38 @@ def test_checker_says_what_is_wrong(fn, words):
 
 def test_checker_uses_darts_ops_too():
     assert check_mixed_edge(correct, DARTS_OPS).ok
+
+
+
+def _arch_string(weights, primitives):
+    from fairdarts_core.nb201 import EDGES
+
+    winners = [primitives[int(np.argmax(row))] for row in np.asarray(weights)]
+    return "+".join("|" + "|".join(f"{winners[EDGES.index((to, src))]}~{src}" for src in range(to)) + "|"
+                    for to in range(1, 4))
+
+
+def test_nb201_arch_string_checker_accepts_a_right_answer_and_explains_wrong_ones():
+    from fairdarts_core.exercises import check_nb201_arch_string
+    from fairdarts_core.nb201 import EDGES
+
+    assert check_nb201_arch_string(_arch_string).ok
+
+    def without_none(weights, primitives):
+        W = np.array(weights)
+        W[:, 0] = -1
+        return _arch_string(W, primitives)
+
+    def wrong_order(weights, primitives):
+        by_node = [(to, src) for src in range(3) for to in range(src + 1, 4)]
+        W = np.asarray(weights)[[by_node.index(e) for e in EDGES]]
+        return _arch_string(W, primitives)
+
+    def unwritten(weights, primitives):
+        raise NotImplementedError
+
+    for fn, words in ((without_none, "'none' must stay"), (wrong_order, "wrong order"),
+                      (lambda w, p: "|skip~0|", "cannot read"), (lambda w, p: 3, "returned a int"),
+                      (unwritten, "not written yet")):
+        result = check_nb201_arch_string(fn)
+        assert not result.ok and words in result.message, (words, result.message)
