@@ -442,6 +442,18 @@ SEARCH_PRESETS["nb201-darts-cpu"] = dict(
 # Its Fair DARTS counterpart: only the relaxation, its initialisation, the zero-one loss and the derive rule differ.
 SEARCH_PRESETS["nb201-cpu"] = {**SEARCH_PRESETS["nb201-darts-cpu"], "relaxation": "sigmoid", "alpha_init_std": 0.0,
                                "parse_method": "threshold", "zero_one_weight": 10.0}
+# NAS-Bench-201's own DARTS search (its DARTS-V1 baseline: CIFAR-10 half and half, 3 stages of 5 cells with
+# 16 channels, 50 epochs, batch 64, SGD 0.025 cosine to 0.001, weight decay 5e-4; architecture Adam 3e-4,
+# betas (0.5, 0.999), weight decay 1e-3), where the benchmark reports six skip edges of six. A GPU setting.
+SEARCH_PRESETS["nb201-darts-paper"] = dict(
+    space="nb201", dataset="cifar10", train_portion=0.5, batch_size=64, epochs=50, channels=16, layers=15,
+    primitives=NB201_OPS, relaxation="softmax", alpha_init_std=1e-3, parse_method="darts", zero_one_weight=0.0,
+    mode="bilevel", lr=0.025, lr_min=0.001, momentum=0.9, weight_decay=5e-4, grad_clip=5.0, arch_lr=3e-4,
+    arch_betas=(0.5, 0.999), arch_weight_decay=1e-3)
+# Its Fair DARTS counterpart, as for the CPU pair: only the relaxation, its initialisation, the zero-one loss
+# and the derive rule differ.
+SEARCH_PRESETS["nb201-paper"] = {**SEARCH_PRESETS["nb201-darts-paper"], "relaxation": "sigmoid",
+                                 "alpha_init_std": 0.0, "parse_method": "threshold", "zero_one_weight": 10.0}
 
 TRAIN_PRESETS: Dict[str, Dict[str, Any]] = {
     # official_settings.md, "Retraining"

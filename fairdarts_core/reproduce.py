@@ -1,7 +1,10 @@
 """Re-checking a recorded run: bit for bit where the numerics are the recorder's, by its conclusions elsewhere.
 
-A recorded run (a search directory, a chain experiment's JSON) is re-run from its recorded config for its
-first epochs or steps and compared with what it recorded. How it is compared depends on where it runs:
+A recorded run (a search directory, in the DARTS space or NAS-Bench-201's, or a chain experiment's JSON) is
+re-run from its recorded config for its first epochs or steps and compared with what it recorded. A search
+is read through its search space (:mod:`fairdarts_core.spaces`): which relaxed weight matrices it records,
+how a genotype is derived from them and how its skip connections are counted. How a run is compared
+depends on where it runs:
 
 - **exact**: when this process's numerics signature (:func:`fairdarts_core.runs.numerics_signature`:
   torch version, the CPU kernels of ATen and oneDNN, the CPU, the thread count) equals the one the run
@@ -22,6 +25,7 @@ returns a list of problems, one line each; an empty list means the run holds.
 """
 from __future__ import annotations
 
+import ast
 import json
 import math
 from collections import defaultdict
@@ -34,13 +38,14 @@ import torch
 
 from . import runs as _runs
 from .analysis import skip_share
-from .genotype import Genotype
+from .spaces import SearchSpace, genotype_from_dict, get_space
 
 PathLike = Union[str, Path]
 
 RUNS = Path(__file__).resolve().parents[1] / "data" / "runs"
 """The repository's recorded runs (present in a checkout; an installed package has none)."""
-SEARCH_DIRS = ("collapse", "levers")
+SEARCH_DIRS = ("collapse", "levers", "nb201")
+"""Where the recorded searches lie: the DARTS space's collapse runs and levers, the NAS-Bench-201 space's runs."""
 CHAIN_DIRS = ("mechanism", "mechanism_long")
 
 MODES = ("auto", "exact", "statistical")
@@ -54,7 +59,10 @@ re-run under four sets of kernels (this machine's AVX-512/AMX ones with the reco
 code, ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``, ``ATEN_CPU_CAPABILITY=default``; none of them
 the recorder's) landed at most 4.0 standard deviations from their records, while records with one number
 edited (a cell's strongest weight +0.3, a loss +1, a chain's accuracy +0.4 or a layer's weight +0.3)
-landed 10.7 or more away."""
+landed 10.7 or more away. The NAS-Bench-201 searches (two seeds per setting measuring the spread), re-run
+for one epoch with ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``, landed at most 4.0 away: the
+softmax cell's skip share, whose weights are still near-uniform after one epoch, so that a rounding-level
+change (0.003 here) moves which op leads an edge."""
 
 DISCRETE_UNITS = {"skip share": "edges", "above threshold": "count", "skip wins": "layers"}
 """Statistics that move in whole steps (an edge, a weight, a layer): their spread is never taken below
@@ -107,20 +115,29 @@ def family_of(name: str) -> str:
     return name.split("[", 1)[0]
 
 
+def cells(space: SearchSpace) -> Tuple[str, ...]:
+    """The cells whose relaxed weights a search of ``space`` records: ``("normal", "reduce")`` in the
+    DARTS space, ``("cell",)`` in NAS-Bench-201's (its one cell type)."""
+    return tuple(name[: -len("_weight")] for name in space.weight_names)
+
+
 def search_statistics(record: Mapping[str, Any], config: Any) -> Dict[str, float]:
     """The statistics of one epoch of a search (``record``: a history record) that chapter 2 reads:
-    per cell the mean relaxed weight of every op over the edges, the largest weight, the skip share (the
-    fraction of edges whose strongest op is ``skip_connect``, Fair DARTS Fig. 1), for sigmoid the number
-    of weights at or above the parse threshold (Fair DARTS Sec. 4.3); the mean losses and accuracies."""
+    per cell of its space (:func:`cells`) the mean relaxed weight of every op over the edges, the largest
+    weight, the skip share (the fraction of edges whose strongest op is ``skip_connect``, Fair DARTS
+    Fig. 1; in NAS-Bench-201's space ``none`` competes, as its derive rule keeps it), for sigmoid the
+    number of weights at or above the parse threshold (Fair DARTS Sec. 4.3); the mean losses and
+    accuracies."""
+    space = get_space(config.space)
     prims = list(config.primitives)
     out: Dict[str, float] = {}
-    for cell in ("normal", "reduce"):
+    for cell in cells(space):
         W = np.asarray(record[f"{cell}_weight"], dtype=np.float64)
         for k, op in enumerate(prims):
             out[f"mean weight[{cell}, {op}]"] = float(W[:, k].mean())
         out[f"largest weight[{cell}]"] = float(W.max())
         if "skip_connect" in prims:
-            out[f"skip share[{cell}]"] = skip_share(W, prims)
+            out[f"skip share[{cell}]"] = skip_share(W, prims, keep_none=space.keeps_none)
         if config.relaxation == "sigmoid":
             out[f"above threshold[{cell}]"] = float((W >= config.threshold).sum())
     for split in ("train", "val"):
@@ -175,6 +192,19 @@ class Sample:
         """The setting without its depth and length (:data:`POOL_FREE`)."""
         return tuple(item for item in self.setting if item[0] not in POOL_FREE[self.kind])
 
+    @property
+    def space(self) -> str:
+        """The search space of a search (``"darts"``, ``"nb201"``), from its setting; ``""`` for a chain."""
+        recorded = dict(self.setting).get("space")
+        return ast.literal_eval(recorded) if recorded else ""
+
+    @property
+    def kin(self) -> Tuple[str, str]:
+        """The runs whose spread a pool with one seed borrows (:attr:`Spread.widest`): the same search
+        space and relaxation. A NAS-Bench-201 cell (6 edges, 5 ops) spreads otherwise than a DARTS cell
+        (14 edges, 8 ops), so neither lends the other its spread."""
+        return self.space, self.relaxation
+
 
 @dataclass(frozen=True)
 class Spread:
@@ -182,41 +212,47 @@ class Spread:
 
     ``window[(pool, family)] = (sd, degrees of freedom)``: the standard deviation of a family of
     statistics (``"mean weight"``, ``"loss"``, ...) of the settings of a pool recorded with two seeds or
-    more, over the records a re-check compares (the first epochs or steps). ``widest[(relaxation,
-    family)]``: the largest such deviation of any pool of that relaxation at any single epoch (step), for
-    a run whose pool has one seed."""
+    more, over the records a re-check compares (the first epochs or steps). ``widest[(space,
+    relaxation, family)]``: the largest such deviation of any pool of that search space and relaxation
+    (:attr:`Sample.kin`; a chain's space is ``""``) at any single epoch (step), for a run whose pool has
+    one seed."""
 
     kind: str
     window: Dict[Tuple[Tuple, str], Tuple[float, int]]
-    widest: Dict[Tuple[str, str], float]
+    widest: Dict[Tuple[str, str, str], float]
 
     def of(self, sample: Sample, name: str, unit: float = 0.0) -> Tuple[float, str]:
         """The spread statistic ``name`` of a run like ``sample`` is measured in, and what it is.
 
         The pooled spread of the run's pool over the compared records; for a pool recorded with one seed
-        only, the widest spread any pool of its relaxation reaches at any epoch (step): a lever meant to
-        move a search faster is further along after two epochs than the seeded presets. The spread of a
+        only, the widest spread any pool of its space and relaxation reaches at any epoch (step): a lever
+        meant to move a search faster is further along after two epochs than the seeded presets. The spread of a
         discrete statistic is at least half its ``unit`` (one edge, layer or weight), which seeds that
         agree cannot resolve. A ``ValueError`` when no recorded seeds measure it."""
         family = family_of(name)
         if (sample.pool, family) in self.window:
             sd, what = self.window[sample.pool, family][0], "the seed spread"
-        elif (sample.relaxation, family) in self.widest:
-            sd = self.widest[sample.relaxation, family]
-            what = f"the widest seed spread of the {sample.relaxation} {self.kind}es (one seed here)"
+        elif (*sample.kin, family) in self.widest:
+            sd = self.widest[(*sample.kin, family)]
+            what = f"the widest seed spread of the {_kin_label(sample, self.kind)} (one seed here)"
         else:
-            raise ValueError(f"no recorded {sample.relaxation} {self.kind} with two seeds or more measures the "
+            raise ValueError(f"no recorded {_kin_label(sample, self.kind)} with two seeds or more measures the "
                              f"spread of {family}")
         return max(sd, unit / 2), what
+
+
+def _kin_label(sample: Sample, kind: str) -> str:
+    """``"softmax searches in the nb201 space"``, ``"sigmoid chains"``."""
+    return f"{sample.relaxation} {kind}es" + (f" in the {sample.space} space" if sample.space else "")
 
 
 def seed_spread(samples: Iterable[Sample], kind: str, upto: int) -> Spread:
     """Pool the seed-to-seed variance of every family of statistics: the sum of squared deviations from
     the mean of each setting recorded with two seeds or more, over the sum of (seeds - 1), per pool over
-    the records up to ``upto`` (epoch or step) for :attr:`Spread.window`, and per relaxation at every
-    single record for :attr:`Spread.widest`.
+    the records up to ``upto`` (epoch or step) for :attr:`Spread.window`, and per search space and
+    relaxation (:attr:`Sample.kin`) at every single record for :attr:`Spread.widest`.
 
-    Pooled over the members of a family (every op's mean weight, both cells), over the compared records
+    Pooled over the members of a family (every op's mean weight, every cell), over the compared records
     and over the settings of a pool, because three seeds alone give an estimate with two degrees of
     freedom, often far too small (measured: a re-run with other kernels landed 7 of its own setting's
     standard deviations from its record at depth 32 at one step).
@@ -224,8 +260,8 @@ def seed_spread(samples: Iterable[Sample], kind: str, upto: int) -> Spread:
     groups: Dict[Tuple, List[Sample]] = defaultdict(list)
     for s in samples:
         groups[s.setting].append(s)
-    ss: Dict[Tuple[Tuple, str, int, str], float] = defaultdict(float)
-    dof: Dict[Tuple[Tuple, str, int, str], int] = defaultdict(int)
+    ss: Dict[Tuple[Tuple, Tuple[str, str], int, str], float] = defaultdict(float)
+    dof: Dict[Tuple[Tuple, Tuple[str, str], int, str], int] = defaultdict(int)
     for group in groups.values():
         if len({s.seed for s in group}) < 2:
             continue
@@ -233,15 +269,15 @@ def seed_spread(samples: Iterable[Sample], kind: str, upto: int) -> Spread:
             rows = [s.stats[s.at.index(at)] for s in group]
             for name in set.intersection(*(set(r) for r in rows)):
                 x = np.array([r[name] for r in rows])
-                key = (group[0].pool, group[0].relaxation, at, family_of(name))
+                key = (group[0].pool, group[0].kin, at, family_of(name))
                 ss[key] += float(((x - x.mean()) ** 2).sum())
                 dof[key] += len(x) - 1
     window_ss: Dict[Tuple[Tuple, str], float] = defaultdict(float)
     window_dof: Dict[Tuple[Tuple, str], int] = defaultdict(int)
-    widest: Dict[Tuple[str, str], float] = {}
-    for (pool, relaxation, at, family), total in ss.items():
-        n = dof[pool, relaxation, at, family]
-        widest[relaxation, family] = max(widest.get((relaxation, family), 0.0), math.sqrt(total / n))
+    widest: Dict[Tuple[str, str, str], float] = {}
+    for (pool, kin, at, family), total in ss.items():
+        n = dof[pool, kin, at, family]
+        widest[(*kin, family)] = max(widest.get((*kin, family), 0.0), math.sqrt(total / n))
         if at <= upto:
             window_ss[pool, family] += total
             window_dof[pool, family] += n
@@ -251,7 +287,7 @@ def seed_spread(samples: Iterable[Sample], kind: str, upto: int) -> Spread:
 
 def search_setting(config: Any) -> Tuple:
     """What makes two searches the same experiment but for the seed: every config field that changes the
-    math (not the seed, device, data directory, formulation or thread count)."""
+    math (not the seed, device, data directory, formulation or thread count), its search space included."""
     from .search import RESUME_FREE
 
     return tuple(sorted((k, repr(v)) for k, v in config.to_dict().items() if k not in set(RESUME_FREE) | {"seed"}))
@@ -275,7 +311,8 @@ def chain_sample(config: Mapping[str, Any], records: Sequence[Mapping[str, Any]]
 
 
 def recorded_searches(root: PathLike = RUNS) -> List[Path]:
-    """The finished recorded searches under ``root`` (its ``collapse/`` and ``levers/``)."""
+    """The finished recorded searches under ``root`` (:data:`SEARCH_DIRS`: its ``collapse/`` and
+    ``levers/`` in the DARTS space, its ``nb201/`` in NAS-Bench-201's)."""
     return [p for sub in SEARCH_DIRS for p in _runs.finished_runs(Path(root) / sub) if p.is_dir()]
 
 
@@ -405,42 +442,66 @@ def measure_extra_seeds(root: PathLike = RUNS, seeds: int = 3, epochs: int = 2, 
 
 # --- the files of a run agree with each other -------------------------------------------------------------------
 def check_search_files(run: "_runs.SearchRun") -> List[str]:
-    """Internal consistency of a recorded search: every epoch recorded; every epoch's relaxed weights are
-    what the relaxation can give (in [0, 1]; softmax rows summing to 1); every epoch's genotype is the
-    parse of its relaxed weights with the config's rule and its skip counts are that genotype's;
-    genotype.json is the last epoch's genotype; the ``.npy`` weights are the last epoch's; the
-    provenance names ``fairdarts search`` with the config's seed."""
-    from .search import parse_method
-
+    """Internal consistency of a recorded search, read through its search space
+    (:func:`fairdarts_core.spaces.get_space`): every epoch recorded; every epoch's relaxed weights (each
+    matrix of the space) are what the relaxation can give (in [0, 1]; softmax rows summing to 1); every
+    epoch's genotype is the cell the space derives from its relaxed weights with the config's rule, and
+    its skip counts are that genotype's; genotype.json is the last epoch's genotype; every ``NAME.npy``
+    of the space's weights is there and holds the last epoch's weights; the provenance names
+    ``fairdarts search`` with the config's seed."""
     cfg, history, problems = run.config, run.history, []
+    space = get_space(cfg.space)
     if len(history) != cfg.epochs:
         problems.append(f"{len(history)} of {cfg.epochs} epochs recorded: the run did not finish")
     if not history:
         return problems + ["the history is empty"]
-    method = parse_method(cfg)
     for r in history:
-        bad = [p for cell in ("normal", "reduce") for p in
-               _relaxed_problems(f"epoch {r['epoch']}: {cell}_weight", r.get(f"{cell}_weight"), cfg.relaxation,
-                                 len(cfg.primitives))]
-        if bad:
-            problems += bad
-            continue
-        parsed = Genotype.from_weights(r["normal_weight"], r["reduce_weight"], cfg.primitives, method, cfg.threshold)
-        if Genotype.from_dict(r["genotype"]) != parsed:
-            problems.append(f"epoch {r['epoch']}: the recorded genotype is not the {method} parse of the recorded "
-                            f"relaxed weights")
-        for cell in ("normal", "reduce"):
-            if r.get(f"skip_{cell}") != parsed.count("skip_connect", cell):
-                problems.append(f"epoch {r['epoch']}: skip_{cell} is {r.get(f'skip_{cell}')}, the parsed "
-                                f"{cell} cell has {parsed.count('skip_connect', cell)}")
-    if run.genotype != Genotype.from_dict(history[-1]["genotype"]):
+        problems += _epoch_problems(r, cfg, space)
+    if run.genotype != genotype_from_dict(history[-1]["genotype"]):
         problems.append("genotype.json is not the last epoch's genotype")
-    for cell in ("normal", "reduce"):
-        saved = getattr(run, f"{cell}_weight")
-        last = np.asarray(history[-1][f"{cell}_weight"], dtype=np.float32)
-        if saved is None or saved.shape != last.shape or not np.array_equal(saved, last):
-            problems.append(f"{cell}_weight.npy is not the last epoch's {cell} relaxed weights")
+    problems += _saved_weight_problems(run, space)
     problems += _provenance_problems(run.provenance, "fairdarts search", [f"seed={cfg.seed}"])
+    return problems
+
+
+def _cell_label(weight_name: str) -> str:
+    """``"normal_weight"`` -> ``"normal cell"``, ``"cell_weight"`` -> ``"cell"``."""
+    cell = weight_name[: -len("_weight")]
+    return cell if cell == "cell" else f"{cell} cell"
+
+
+def _epoch_problems(record: Mapping[str, Any], cfg: Any, space: SearchSpace) -> List[str]:
+    """What is wrong with one epoch record of a search: relaxed weights the relaxation cannot give, a
+    genotype that is not the space's derivation from them, skip counts that are not the genotype's."""
+    epoch = record.get("epoch")
+    bad = [p for name in space.weight_names for p in
+           _relaxed_problems(f"epoch {epoch}: {name}", record.get(name), cfg.relaxation, len(cfg.primitives))]
+    if bad:
+        return bad
+    method = space.derive_method(cfg)
+    derived = space.derive([np.asarray(record[name], dtype=np.float64) for name in space.weight_names], cfg, method)
+    problems = []
+    if genotype_from_dict(record["genotype"]) != derived:
+        problems.append(f"epoch {epoch}: the recorded genotype is not the {method} derivation of the recorded "
+                        f"relaxed weights")
+    counts = space.skip_counts(derived)
+    for key, name in zip(space.skip_keys, space.weight_names):
+        if record.get(key) != counts[key]:
+            problems.append(f"epoch {epoch}: {key} is {record.get(key)}, the derived {_cell_label(name)} has "
+                            f"{counts[key]}")
+    return problems
+
+
+def _saved_weight_problems(run: "_runs.SearchRun", space: SearchSpace) -> List[str]:
+    """Whether every ``NAME.npy`` of the space's relaxed weights is on disk and holds the last epoch's."""
+    problems = []
+    for name in space.weight_names:
+        saved = run.weights.get(name)
+        last = np.asarray(run.history[-1][name], dtype=np.float32)
+        if not (Path(run.path) / f"{name}.npy").is_file():
+            problems.append(f"{name}.npy is missing")
+        elif saved is None or saved.shape != last.shape or not np.array_equal(saved, last):
+            problems.append(f"{name}.npy is not the last epoch's {_cell_label(name)} relaxed weights")
     return problems
 
 
@@ -519,12 +580,18 @@ class Recheck:
     distances: Dict[str, float]
 
 
+def _is_matrix(key: str) -> bool:
+    """Whether a record's field is a matrix of relaxed weights (a search's ``NAME_weight``, a chain's
+    ``weights``), compared as one array."""
+    return key == "weights" or key.endswith("_weight")
+
+
 def _exact_problems(label: str, got: Mapping[str, Any], want: Mapping[str, Any], keys: Sequence[str]) -> List[str]:
     """Bit-for-bit comparison of the recorded fields ``keys`` of one record."""
     problems = []
     for key in keys:
         a, b = got.get(key), want.get(key)
-        if key in ("normal_weight", "reduce_weight", "weights"):
+        if _is_matrix(key):
             A, B = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
             if A.shape != B.shape or not np.array_equal(A, B):
                 diff = float(np.abs(A - B).max()) if A.shape == B.shape else float("nan")
@@ -579,10 +646,17 @@ def recheck_chain(path: PathLike, steps: int = 50, mode: str = "auto", reference
     return recheck_chain_details(path, steps, mode, reference, threads).problems
 
 
-SEARCH_FIELDS = ("normal_weight", "reduce_weight", "genotype", "train_loss", "train_acc", "val_loss", "val_acc",
-                 "zero_one_loss", "skip_normal", "skip_reduce", "lr", "skip_noise_std")
-"""What an exact re-check compares bit for bit in every epoch record of a search (all but the wall time)."""
+SEARCH_FIELDS = ("genotype", "train_loss", "train_acc", "val_loss", "val_acc", "zero_one_loss", "lr", "skip_noise_std")
+"""What an exact re-check compares bit for bit in every epoch record of a search besides its space's relaxed
+weights and skip counts (:func:`search_fields`); only the wall time is left out."""
 CHAIN_FIELDS = ("weights", "train_acc")
+
+
+def search_fields(space: SearchSpace) -> Tuple[str, ...]:
+    """Every field of a search's epoch record in ``space`` that an exact re-check compares bit for bit:
+    the space's relaxed weights (``normal_weight``, ``reduce_weight`` or ``cell_weight``), its skip counts
+    (``skip_normal``, ``skip_reduce`` or ``skips``) and :data:`SEARCH_FIELDS`."""
+    return (*space.weight_names, *SEARCH_FIELDS, *space.skip_keys)
 
 
 def recheck_search_details(run_dir: PathLike, epochs: int = 2, mode: str = "auto",
@@ -594,6 +668,7 @@ def recheck_search_details(run_dir: PathLike, epochs: int = 2, mode: str = "auto
         raise ValueError(f"epochs must be at least 1; got {epochs}")
     run = _runs.load_search_run(run_dir)
     cfg = run.config
+    space = get_space(cfg.space)
     mode = _mode(mode, recorded_numerics(run.provenance), current_numerics(cfg.threads))
     problems = check_search_files(run)
     threads = torch.get_num_threads()
@@ -605,9 +680,9 @@ def recheck_search_details(run_dir: PathLike, epochs: int = 2, mode: str = "auto
     problems += [f"epoch {w['epoch']}: learning rate {g['lr']:.6g} re-run, {w['lr']:.6g} recorded"
                  for g, w in zip(got, want) if not math.isclose(g["lr"], w["lr"], rel_tol=1e-12)]
     rerun = search_sample(cfg, got)
-    return _compare(problems, mode, got, want, SEARCH_FIELDS, "epoch", rerun, search_sample(cfg, want),
+    return _compare(problems, mode, got, want, search_fields(space), "epoch", rerun, search_sample(cfg, want),
                     lambda: search_spread(reference, epochs, rerun),
-                    np.asarray(want[0]["normal_weight"]).shape if want else (0, 0))
+                    np.asarray(want[0][space.weight_names[0]]).shape if want else (0, 0))
 
 
 def recheck_chain_details(path: PathLike, steps: int = 50, mode: str = "auto", reference: PathLike = RUNS,

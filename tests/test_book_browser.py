@@ -170,8 +170,11 @@ def test_chapter2_epoch_explorer_view(pages):
         assert "skip_connect" in " ".join(page.locator(".widget-html").all_inner_texts())
     assert not [e for e in errors if "widget" in e.lower()], f"widget errors in the page: {errors}"
     text = page.locator("main").inner_text()
-    for heading in ("The mechanism, live", "The recorded searches", "What was tried", "Explorer"):
+    for heading in ("The collapse, live", "Thirty epochs, several seeds", "What the collapse costs", "Explorer",
+                    "Why depth matters", "The DARTS space"):
         assert heading in text, f"chapter 2 lacks its section {heading!r}"
+    assert text.count("skip edges in the derived cell, epoch by epoch") == 2, "the live searches' printout is missing"
+    assert "|+|" in text, "no NAS-Bench-201 cell string is shown"
 
 
 def test_chapter1_has_a_static_figure_for_the_explorer(pages):

@@ -1,15 +1,17 @@
 """The recorded runs in data/runs/ are what their commands produce: nobody has to trust a figure blindly.
 
 Chapter 2 plots recorded runs (the mechanism grid in data/runs/mechanism/ and its longer and deeper
-chains in data/runs/mechanism_long/, the DARTS and Fair DARTS searches in data/runs/collapse/, and the
-levers tried in the DARTS space in data/runs/levers/). Each carries its provenance. These tests load them
+chains in data/runs/mechanism_long/, the DARTS and Fair DARTS searches in data/runs/collapse/, the
+levers tried in the DARTS space in data/runs/levers/, and the DARTS and Fair DARTS searches in the
+NAS-Bench-201 space in data/runs/nb201/). Each carries its provenance. These tests load them
 through :mod:`fairdarts_core.runs` and re-check them with :mod:`fairdarts_core.reproduce`:
 
 - every recorded run is complete and its files agree with each other (genotypes are the parse of the
   recorded weights, softmax rows sum to 1, the ``.npy`` files are the last epoch's weights, summaries
   are recomputed, the recorded command has the config's seed);
-- a search is re-run from its config for its first 2 epochs, a chain experiment for its first 50 steps
-  (schedules unchanged), and compared with its record: **bit for bit** where this machine's numerics
+- a search is re-run from its config for its first 2 epochs (NAS-Bench-201 space: its first epoch, about
+  20 s each here), a chain experiment for its first 50 steps (schedules unchanged), and compared with its
+  record: **bit for bit** where this machine's numerics
   signature (torch version, CPU kernels, CPU, threads) is the one the run recorded, and elsewhere by the
   statistics its conclusions rest on, within ``reproduce.K`` standard deviations of their seed-to-seed
   spread, measured from the recorded seeds and data/runs/extra_seeds.json (README, "Reproducible").
@@ -53,6 +55,11 @@ SEARCHES = reproduce.recorded_searches(RUNS)
 CHAINS = reproduce.recorded_chains(RUNS)
 SEARCH_SAMPLE = _sample(SEARCHES, lambda p: reproduce.search_setting(runs.load_search_run(p).config),
                         lambda p: runs.load_search_run(p).config.seed)
+NB201_SEARCHES = [p for p in SEARCHES if runs.load_search_run(p).config.space == "nb201"]
+NB201_SAMPLE = [p for p in SEARCH_SAMPLE if p in NB201_SEARCHES]
+DARTS_SPACE_SAMPLE = [p for p in SEARCH_SAMPLE if p not in NB201_SEARCHES]
+NB201_EPOCHS = 1
+"""Epochs a NAS-Bench-201 search is re-run for (one is about 20 s on one thread: 24 cells of 6 edges)."""
 CHAIN_SAMPLE = _sample(CHAINS, lambda p: reproduce.chain_setting(runs.load_mechanism_run(p)["config"]),
                        lambda p: runs.load_mechanism_run(p)["config"]["seed"])
 
@@ -196,11 +203,132 @@ def test_the_long_levers_are_the_long_presets():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("run_dir", SEARCH_SAMPLE, ids=_id)
+@pytest.mark.parametrize("run_dir", DARTS_SPACE_SAMPLE, ids=_id)
 def test_recorded_search_reruns_its_first_two_epochs(run_dir, record_property):
     details = reproduce.recheck_search_details(run_dir, epochs=2, mode="auto")
     _record(record_property, details)
     assert details.problems == [], "\n".join(details.problems)
+
+
+# --- searches in the NAS-Bench-201 space ---------------------------------------------------------------------
+NB201_PROMISED = {"darts": ("nb201-darts-cpu", "softmax", 4), "fairdarts": ("nb201-cpu", "sigmoid", 3)}
+"""What data/runs/nb201/ holds (README): ``NAME_sSEED`` directories, DARTS (softmax) and Fair DARTS
+(sigmoid) searches of the NAS-Bench-201 presets, with at least this many seeds each."""
+
+
+def test_the_nb201_searches_are_recorded():
+    """At least 4 DARTS and 3 Fair DARTS seeds finished, each the recording of its preset with the seed of
+    its name (fails while recordings are still running)."""
+    from fairdarts_core.presets import get_search_preset
+
+    seeds = {method: set() for method in NB201_PROMISED}
+    for run_dir in NB201_SEARCHES:
+        method, _, seed = run_dir.name.rpartition("_s")
+        assert method in NB201_PROMISED and seed.isdigit(), f"{run_dir.name} is not DARTS_sN or FAIRDARTS_sN"
+        preset, relaxation, _ = NB201_PROMISED[method]
+        cfg = runs.load_search_run(run_dir).config
+        want = get_search_preset(preset, seed=int(seed), formulation=cfg.formulation).to_dict()
+        assert want["relaxation"] == relaxation
+        assert {k for k in want if want[k] != cfg.to_dict()[k]} == set(), run_dir.name
+        seeds[method].add(cfg.seed)
+    for method, (preset, _, n) in NB201_PROMISED.items():
+        assert len(seeds[method]) >= n, f"{len(seeds[method])} of {n} {preset} searches finished in data/runs/nb201"
+
+
+def test_an_exact_recheck_compares_every_recorded_field_of_either_space():
+    """Every field of an epoch record but the wall time (the epoch is compared as the records' order)."""
+    from fairdarts_core.spaces import get_space
+
+    for run_dir in (RUNS / "collapse" / "darts_s0", RUNS / "nb201" / "darts_s0"):
+        run = runs.load_search_run(run_dir)
+        fields = reproduce.search_fields(get_space(run.config.space))
+        assert set(fields) == set(run.history[0]) - {"epoch", "seconds"}, run_dir
+
+
+def test_the_nb201_statistics_are_of_its_one_cell_with_none_competing():
+    run = runs.load_search_run(RUNS / "nb201" / "darts_s0")
+    stats = reproduce.search_statistics(run.history[0], run.config)
+    assert {reproduce.family_of(n) for n in stats} == {"mean weight", "largest weight", "skip share", "loss",
+                                                       "accuracy"}
+    assert "mean weight[cell, none]" in stats and not any("normal" in n for n in stats)
+    W = np.asarray(run.history[0]["cell_weight"])
+    skip = run.config.primitives.index("skip_connect")
+    assert stats["skip share[cell]"] == pytest.approx(np.mean(W.argmax(1) == skip))  # `none` competes
+    sigmoid = runs.load_search_run(RUNS / "nb201" / "fairdarts_s0")
+    assert "above threshold[cell]" in reproduce.search_statistics(sigmoid.history[0], sigmoid.config)
+
+
+def test_nb201_settings_are_seeded_and_lend_their_spread_to_no_other_space():
+    spread = reproduce.search_spread(RUNS, epochs=NB201_EPOCHS)
+    for run_dir in NB201_SEARCHES:
+        run = runs.load_search_run(run_dir)
+        sample = reproduce.search_sample(run.config, run.history)
+        assert sample.space == "nb201" and sample.pool not in reproduce.single_seed_pools(
+            [reproduce.search_sample(r.config, r.history) for r in map(runs.load_search_run, SEARCHES)])
+        assert spread.of(sample, "mean weight[cell, skip_connect]")[1] == "the seed spread"
+
+    def search(space, lr, seed, loss):
+        return reproduce.Sample("search", (("lr", lr), ("space", repr(space))), seed, "softmax", [1],
+                                [{"loss[val]": loss}])
+
+    seeded = [search("nb201", "a", 0, 1.0), search("nb201", "a", 1, 2.0)]
+    alone = reproduce.seed_spread(seeded + [search("darts", "b", 0, 1.0)], "search", upto=1)
+    with pytest.raises(ValueError, match="softmax searches in the darts space"):
+        alone.of(search("darts", "b", 0, 1.0), "loss[val]")
+    sd, what = alone.of(search("nb201", "c", 0, 1.0), "loss[val]")
+    assert sd == pytest.approx(0.5 ** 0.5) and "in the nb201 space" in what
+
+
+def test_the_consistency_checks_see_an_edited_nb201_number(tmp_path):
+    from fairdarts_core.nb201 import NB201Genotype
+    from fairdarts_core.spaces import genotype_from_dict
+
+    run = runs.load_search_run(RUNS / "nb201" / "darts_s0")
+    run.history[4]["cell_weight"][3][2] += 0.3
+    assert _mentions(reproduce.check_search_files(run), "epoch 5", "cell_weight", "softmax row sums")
+    run = runs.load_search_run(RUNS / "nb201" / "fairdarts_s0")
+    run.history[-1]["cell_weight"][0][0] = 1.2
+    run.history[2]["skips"] += 1
+    ops = list(genotype_from_dict(run.history[1]["genotype"]).ops)
+    ops[0] = "avg_pool_3x3" if ops[0] != "avg_pool_3x3" else "none"
+    run.history[1]["genotype"] = NB201Genotype(tuple(ops)).to_dict()
+    problems = reproduce.check_search_files(run)
+    assert _mentions(problems, f"epoch {len(run.history)}", "not all in [0, 1]"), problems
+    assert _mentions(problems, "epoch 3", "skips is"), problems
+    assert _mentions(problems, "epoch 2", "genotype is not the threshold derivation"), problems
+    copy = tmp_path / "fairdarts_s0"
+    shutil.copytree(RUNS / "nb201" / "fairdarts_s0", copy, ignore=shutil.ignore_patterns("checkpoint.pt"))
+    np.save(copy / "cell_weight.npy", np.asarray(run.history[0]["cell_weight"], dtype=np.float32))
+    assert _mentions(reproduce.check_search_files(runs.load_search_run(copy)), "cell_weight.npy is not")
+    (copy / "cell_weight.npy").unlink()
+    assert _mentions(reproduce.check_search_files(runs.load_search_run(copy)), "cell_weight.npy is missing")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run_dir", NB201_SAMPLE, ids=_id)
+def test_recorded_nb201_search_reruns_its_first_epoch(run_dir, record_property):
+    details = reproduce.recheck_search_details(run_dir, epochs=NB201_EPOCHS, mode="auto")
+    _record(record_property, details)
+    assert details.problems == [], "\n".join(details.problems)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["exact", "statistical"])
+def test_a_broken_recorded_nb201_search_fails_its_recheck(tmp_path, mode):
+    """The first recorded NAS-Bench-201 DARTS search with two numbers of epoch 1 edited: its strongest
+    relaxed weight raised by 0.3, its validation loss by 1."""
+    broken = tmp_path / "darts_s0"
+    shutil.copytree(RUNS / "nb201" / "darts_s0", broken, ignore=shutil.ignore_patterns("checkpoint.pt"))
+    _edit_history(broken, 1, _raise_weight("cell_weight"))
+    _edit_history(broken, 1, lambda r: r.update(val_loss=r["val_loss"] + 1.0))
+    problems = reproduce.recheck_search(broken, epochs=NB201_EPOCHS, mode=mode)
+    assert _mentions(problems, "epoch 1", "softmax row sums"), problems  # the files no longer agree
+    if mode == "statistical":
+        assert _mentions(problems, "epoch 1", "largest weight[cell]"), problems
+        assert _mentions(problems, "epoch 1", "loss[val]"), problems
+    else:
+        assert _mentions(problems, "epoch 1", "cell_weight not bit for bit"), problems
+        assert _mentions(problems, "epoch 1", "val_loss"), problems
 
 
 # --- chain experiments -----------------------------------------------------------------------------------------
