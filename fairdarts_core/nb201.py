@@ -26,6 +26,8 @@ A mixed edge computes ``sum_k w_k op_k(x)`` with ``w = softmax(alpha)`` (DARTS E
 ``w = sigmoid(alpha)`` (Fair DARTS Eq. 4). :class:`MixedEdge` is that sum, as written; the ``"fast"``
 formulation (the default) computes the same sums with the work shared between the edges that leave the
 same node (about a fifth less time on a CPU); tests hold the two together.
+Noise on skip (``SearchConfig.skip_noise``, the authors' experiment that blurs skip's advantage): in training
+mode every skip's output gets N(0, std^2) noise, drawn once per cell for all six edges.
 """
 from __future__ import annotations
 
@@ -395,8 +397,18 @@ class MixedEdge(nn.Module):
         super().__init__()
         self.ops = nn.ModuleList(nb201_op(name, C, affine=False) for name in primitives)
 
-    def forward(self, x: torch.Tensor, edge_weights: torch.Tensor) -> torch.Tensor:
-        return sum(w * op(x) for w, op in zip(edge_weights, self.ops) if not isinstance(op, Zero))
+    def forward(self, x: torch.Tensor, edge_weights: torch.Tensor,
+                skip_noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``skip_noise`` (same shape as ``x``, or None) is added to the output of ``skip_connect``."""
+        out = 0
+        for w, op in zip(edge_weights, self.ops):
+            if isinstance(op, Zero):
+                continue
+            y = op(x)
+            if skip_noise is not None and isinstance(op, nn.Identity):
+                y = y + skip_noise  # noise on skip: blurs skip's advantage (Fair DARTS Sec. 5, the authors' darts/)
+            out = out + w * y
+        return out
 
 
 FORMULATIONS = ("fast", "reference")
@@ -419,18 +431,30 @@ class NB201SearchCell(nn.Module):
         self.formulation = _check_formulation(formulation)
         self.edges = nn.ModuleList(MixedEdge(C, primitives) for _ in EDGES)
 
-    def forward(self, x: torch.Tensor, edge_weights: torch.Tensor) -> torch.Tensor:
-        """``edge_weights``: the relaxed ``(6, n_ops)`` matrix, rows in :data:`EDGES` order."""
+    def forward(self, x: torch.Tensor, edge_weights: torch.Tensor, skip_noise_std: float = 0.0) -> torch.Tensor:
+        """``edge_weights``: the relaxed ``(6, n_ops)`` matrix, rows in :data:`EDGES` order.
+        ``skip_noise_std``: noise on skip, N(0, std^2) added to every skip's output in training mode."""
+        noise = self.skip_noise(x, skip_noise_std)
         if self.formulation == "fast":
-            return self._forward_shared(x, edge_weights)
+            return self._forward_shared(x, edge_weights, noise)
         nodes = [x]
         for to in range(1, NODES):
-            nodes.append(sum(self.edges[EDGE_ROW[to, src]](nodes[src], edge_weights[EDGE_ROW[to, src]])
-                             for src in range(to)))
+            e = [EDGE_ROW[to, src] for src in range(to)]
+            nodes.append(sum(self.edges[r](nodes[src], edge_weights[r], None if noise is None else noise[r])
+                             for src, r in enumerate(e)))
         return nodes[-1]
 
+    def skip_noise(self, x: torch.Tensor, std: float) -> Optional[torch.Tensor]:
+        """Noise N(0, std^2) for the skip of every edge, ``(6, *x.shape)``, drawn up front in one call (so
+        both formulations consume the random stream alike); None in eval mode, at std 0 or without skip.
+        Every skip of this space is an identity (its ops keep the shape)."""
+        if not (self.training and std > 0 and "skip_connect" in self.primitives):
+            return None
+        return std * torch.randn(NUM_EDGES, *x.shape, device=x.device, dtype=x.dtype)
+
     # --- the fast formulation --------------------------------------------------------------------------
-    def _forward_shared(self, x: torch.Tensor, edge_weights: torch.Tensor) -> torch.Tensor:
+    def _forward_shared(self, x: torch.Tensor, edge_weights: torch.Tensor,
+                        noise: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The reference math with less work: the n edges leaving node i all read node i, so node i's
         ReLU, pooling and identity are computed once, its n convolutions of one kernel size run as one
         convolution (the edges' kernels stacked along the output channels) and all its convolutions share
@@ -456,7 +480,8 @@ class NB201SearchCell(nn.Module):
                 y = self._stacked_convs(h, rows, convs).view(B, len(convs), n, C, H, W)
                 terms.append((w[:, convs].t().reshape(1, len(convs), n, 1, 1, 1) * y).sum(1))
             if skip is not None:
-                terms.append(w[:, skip].view(1, n, 1, 1, 1) * h.unsqueeze(1))
+                skipped = h.unsqueeze(1) if noise is None else h.unsqueeze(1) + noise[rows].transpose(0, 1)
+                terms.append(w[:, skip].view(1, n, 1, 1, 1) * skipped)
             if pool is not None:
                 pooled = self.edges[rows[0]].ops[pool](h)              # the same pool for every edge
                 terms.append(w[:, pool].view(1, n, 1, 1, 1) * pooled.unsqueeze(1))
@@ -524,6 +549,7 @@ class NB201Supernet(nn.Module):
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(4 * C, cfg.num_classes)
         self.alpha = nn.Parameter(cfg.alpha_init_std * torch.randn(NUM_EDGES, len(cfg.primitives)))
+        self.skip_noise_std = 0.0  # set by the search loop when noise on skip is on (training mode only)
 
     # --- parameters ----------------------------------------------------------------------------------
     def arch_parameters(self) -> List[nn.Parameter]:
@@ -551,7 +577,7 @@ class NB201Supernet(nn.Module):
         (w,) = self.relaxed_weights()
         h = self.stem(x)
         for layer in self.cells:
-            h = layer(h, w) if isinstance(layer, NB201SearchCell) else layer(h)
+            h = layer(h, w, self.skip_noise_std) if isinstance(layer, NB201SearchCell) else layer(h)
         return self.classifier(self.global_pooling(self.lastact(h)).flatten(1))
 
     # --- discretisation ------------------------------------------------------------------------------

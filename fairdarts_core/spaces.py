@@ -106,9 +106,6 @@ def _check_stages(config) -> None:
 
 def _nb201_check_search(config) -> None:
     _check_stages(config)
-    if config.skip_noise:
-        raise ValueError("skip_noise=True is not supported in the nb201 space (noise on skip is defined for the "
-                         "DARTS space's cells)")
 
 
 def _nb201_check_train(config) -> None:

@@ -349,3 +349,42 @@ def test_cell_graph():
     assert "not reached" not in src
     dead = cell_graph(NB201Genotype(("skip_connect", "none", "none", "none", "none", "nor_conv_3x3"))).source
     assert "3: output, not reached" in dead and "dashed" in dead
+
+
+@pytest.mark.parametrize("primitives", [NB201_OPS, ("skip_connect", "nor_conv_3x3")])
+def test_noise_on_skip_is_the_same_in_both_formulations(primitives):
+    """The noise is drawn once per cell, so both formulations add the same draws to the same skips."""
+    torch.manual_seed(0)
+    fast = tiny("sigmoid", N=2, primitives=primitives, alpha_init_std=1.0)
+    ref = copy.deepcopy(fast)
+    ref.set_formulation("reference")
+    fast.skip_noise_std = ref.skip_noise_std = 0.7
+    x, y = batch(8)
+    torch.manual_seed(1)
+    out_f = fast(x)
+    torch.manual_seed(1)
+    out_r = ref(x)
+    assert torch.allclose(out_f, out_r, atol=1e-5)
+    g_f = torch.autograd.grad(F.cross_entropy(out_f, y), fast.alpha)[0]
+    g_r = torch.autograd.grad(F.cross_entropy(out_r, y), ref.alpha)[0]
+    assert torch.allclose(g_f, g_r, atol=1e-5)
+    torch.manual_seed(1)
+    quiet = copy.deepcopy(fast)
+    quiet.skip_noise_std = 0.0
+    assert not torch.allclose(quiet(x), out_f, atol=1e-3)  # the noise changes the output in training mode
+    fast.eval()
+    noisy_eval = fast(x)
+    fast.skip_noise_std = 0.0
+    assert torch.equal(fast(x), noisy_eval)  # and never in eval mode
+
+
+def test_noise_on_skip_reaches_only_skip():
+    """Without skip_connect among the candidates the noise has nothing to perturb."""
+    torch.manual_seed(0)
+    net = tiny("softmax", N=1, primitives=("nor_conv_1x1", "avg_pool_3x3"), alpha_init_std=1.0)
+    x, _ = batch(4)
+    torch.manual_seed(2)
+    quiet = net(x)
+    net.skip_noise_std = 1.0
+    torch.manual_seed(2)
+    assert torch.equal(net(x), quiet)

@@ -30,6 +30,19 @@ def test_the_nb201_presets_differ_only_in_the_relaxation_and_its_rules():
                                                          "zero_one_weight"}
     assert darts["space"] == "nb201" and darts["primitives"] == list(NB201_OPS) and darts["layers"] == 24
     assert isinstance(build_supernet(get_search_preset("nb201-cpu", layers=3), 1, 10), NB201Supernet)
+    paper, fair_paper = get_search_preset("nb201-darts-paper").to_dict(), get_search_preset("nb201-paper").to_dict()
+    assert {k for k in paper if paper[k] != fair_paper[k]} == {"relaxation", "alpha_init_std", "parse_method",
+                                                               "zero_one_weight"}
+    assert (paper["dataset"], paper["layers"], paper["channels"], paper["epochs"], paper["arch_lr"]) == \
+        ("cifar10", 15, 16, 50, 3e-4)  # NAS-Bench-201's DARTS-V1: N = 5, C = 16, 50 epochs
+
+
+@needs_data
+def test_an_nb201_search_with_noise_on_skip_records_its_schedule(tmp_path):
+    result = run_search(tiny_nb201(skip_noise=True, noise_epochs=2), None, progress=False)
+    assert [r["skip_noise_std"] for r in result.history] == pytest.approx([1.0, 0.5])
+    quiet = run_search(tiny_nb201(), None, progress=False)
+    assert not np.allclose(result.history[-1]["cell_weight"], quiet.history[-1]["cell_weight"])
 
 
 def test_the_space_checks_its_own_settings():
