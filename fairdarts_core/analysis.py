@@ -224,3 +224,57 @@ def history_series(history: Sequence[dict], primitives: Sequence[str], cell: str
         out["parameter_free_share"].append(parameter_free_share(W, primitives, keep))
         out["skip_count"].append(r.get(key))
     return out
+
+
+# ==========================================================================================================
+# A collapse indicator: the dominant eigenvalue of the Hessian of the validation loss w.r.t. alpha
+# ==========================================================================================================
+#
+# RobustDARTS (Zela et al., ICLR 2020, Sec. 4) tracks the largest eigenvalue of the Hessian of the
+# validation loss with respect to the architecture parameters: it grows as a search heads for a collapse (a
+# sharp minimum in alpha, where discretising the weights costs much). It is computed without the Hessian:
+# power iteration on Hessian-vector products H v = d/d alpha <d L / d alpha, v> (double backward).
+
+
+def hessian_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, iterations: int = 20,
+                       tol: float = 1e-4, seed: int = 0) -> float:
+    """The dominant eigenvalue (largest in magnitude, with its sign) of the Hessian of the cross-entropy
+    of ``model(x)`` against ``y`` with respect to ``model.arch_parameters()``.
+
+    Power iteration from a random start (its own generator, ``seed``: the global random stream is not
+    touched) for at most ``iterations`` Hessian-vector products, stopped when the Rayleigh quotient
+    ``v . H v`` changes by less than ``tol`` relative. One forward pass and one backward pass with its graph
+    kept, then one double backward per iteration: about ``2 + iterations`` times a backward pass.
+    The model is used in its current mode (a search measures it in training mode, as its architecture step
+    sees the loss); its buffers (BN running statistics) are restored afterwards."""
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"iterations must be an integer >= 1; got {iterations!r}")
+    params = list(model.arch_parameters())
+    saved = {name: b.detach().clone() for name, b in model.named_buffers()}
+    try:
+        loss = nn.functional.cross_entropy(model(x), y)
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        gen = torch.Generator().manual_seed(seed)
+        v = [torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in params]
+        v = _normalized(v)
+        eigenvalue = None
+        for _ in range(iterations):
+            hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)
+            quotient = float(sum((h * u).sum() for h, u in zip(hv, v)))
+            if not any(bool(h.any()) for h in hv):
+                return 0.0  # H v = 0: alpha does not reach the loss (or v lies in H's null space)
+            v = _normalized(list(hv))
+            converged = eigenvalue is not None and abs(quotient - eigenvalue) <= tol * abs(quotient)
+            eigenvalue = quotient
+            if converged:
+                break
+        return eigenvalue
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(saved[name])
+
+
+def _normalized(vectors: List[torch.Tensor]) -> List[torch.Tensor]:
+    norm = torch.sqrt(sum((u * u).sum() for u in vectors))
+    return [u / norm for u in vectors]

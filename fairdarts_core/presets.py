@@ -243,6 +243,9 @@ class SearchConfig:
     # noise on skip (the authors' DARTS experiment): N(0, s^2), s cosine-decayed 1 -> 0 over noise_epochs
     skip_noise: bool = False
     noise_epochs: int = 30
+    # a collapse indicator (RobustDARTS): the dominant Hessian eigenvalue of the validation loss w.r.t. alpha,
+    # measured after every epoch on one fixed architecture batch (analysis.hessian_eigenvalue)
+    track_hessian: bool = False
     # run
     seed: int = 2
     device: str = "auto"                   # "auto": cuda when available, else cpu
@@ -278,6 +281,7 @@ class SearchConfig:
         f.number("arch_weight_decay", 0)
         f.flag("skip_noise")
         f.number("noise_epochs", 1, integer=True, why="the epochs over which the noise decays to 0")
+        f.flag("track_hessian")
         if self.skip_noise and "skip_connect" not in self.primitives:
             raise _refuse("skip_noise", True, "noise on skip needs skip_connect among the primitives")
         space.check_search_config(self)

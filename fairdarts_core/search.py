@@ -56,6 +56,25 @@ def skip_noise_std(epoch: int, config: SearchConfig) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * epoch / config.noise_epochs))
 
 
+HESSIAN_ITERATIONS = 20
+"""Power iterations of the tracked Hessian eigenvalue (``track_hessian``): each costs about one backward
+pass of one architecture batch, so the tracking adds about 22 such passes to an epoch."""
+
+
+def hessian_at(model: torch.nn.Module, batch) -> float:
+    """The tracked collapse indicator after an epoch: the dominant eigenvalue of the Hessian of the
+    validation loss w.r.t. alpha on one fixed architecture batch (RobustDARTS, Sec. 4;
+    :func:`fairdarts_core.analysis.hessian_eigenvalue`), without the noise on skip, in training mode as the
+    architecture step sees the loss. The weights, buffers and the random stream are left as they were."""
+    from .analysis import hessian_eigenvalue
+
+    noise, model.skip_noise_std = model.skip_noise_std, 0.0
+    try:
+        return hessian_eigenvalue(model, batch[0], batch[1], iterations=HESSIAN_ITERATIONS)
+    finally:
+        model.skip_noise_std = noise
+
+
 # --- building a search --------------------------------------------------------------------------------
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -139,7 +158,8 @@ def format_record(r: dict, epochs: int) -> str:
     """One human-readable line per epoch."""
     return (f"epoch {r['epoch']:>3}/{epochs}  train loss {_fmt(r['train_loss'])} acc {_fmt(r['train_acc'])}  "
             f"val loss {_fmt(r['val_loss'])} acc {_fmt(r['val_acc'])}  L01 {r['zero_one_loss']:+.4f}  "
-            f"skips {'/'.join(str(r[k]) for k in SKIP_KEYS if k in r)}  lr {r['lr']:.4g}  {r['seconds']:.1f}s")
+            f"skips {'/'.join(str(r[k]) for k in SKIP_KEYS if k in r)}  lr {r['lr']:.4g}  {r['seconds']:.1f}s"
+            + (f"  Hessian eigenvalue {r['hessian_eigenvalue']:.4g}" if "hessian_eigenvalue" in r else ""))
 
 
 @torch.no_grad()
@@ -220,6 +240,7 @@ def _search(config: SearchConfig, run: Optional[RunDir], resume: bool, callback,
 
     n_steps = len(train_loader)
     zero_one = zero_one_term(config)
+    hessian_batch = next(val_loader.epoch(0, 1)) if config.track_hessian else None
     for epoch in range(start, config.epochs):
         t0 = time.time()
         model.train()
@@ -245,6 +266,8 @@ def _search(config: SearchConfig, run: Optional[RunDir], resume: bool, callback,
         if config.mode == "single":
             sums.update(evaluate_supernet(model, val_loader, epoch))
         record = epoch_record(epoch, model, config, sums, lr, time.time() - t0, noise)
+        if hessian_batch is not None:
+            record["hessian_eigenvalue"] = hessian_at(model, hessian_batch)
         history.append(record)
         if run is not None:
             _write_epoch(run, model, config, history, w_opt, a_opt, sched)
