@@ -294,6 +294,23 @@ def as_genotype(arch: Arch) -> NB201Genotype:
     raise ValueError(f"an NAS-Bench-201 architecture is a genotype, its string or its dict; got {type(arch).__name__}")
 
 
+WEIGHTED_OPS = ("nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+"""The ops a random cell draws its other edges from (:func:`random_cell`): neither skip nor ``none``."""
+
+
+def random_cell(skips: int, seed: int) -> NB201Genotype:
+    """A random cell with exactly ``skips`` skip_connect edges (chosen uniformly among the 6), every other
+    edge drawn uniformly from :data:`WEIGHTED_OPS`. The authors' test of what skips cost: random cells that
+    hold a fixed number of skips, retrained (Fair DARTS, the ``darts/`` experiments). No ``none``, so every
+    such cell is connected and differs from its neighbours only in its skips."""
+    if isinstance(skips, bool) or not isinstance(skips, int) or not 0 <= skips <= NUM_EDGES:
+        raise ValueError(f"skips must be an integer in [0, {NUM_EDGES}]; got {_short.repr(skips)}")
+    rng = np.random.default_rng(seed)
+    chosen = set(rng.choice(NUM_EDGES, size=skips, replace=False).tolist())
+    return NB201Genotype(tuple("skip_connect" if e in chosen else WEIGHTED_OPS[int(rng.integers(len(WEIGHTED_OPS)))]
+                               for e in range(NUM_EDGES)))
+
+
 # ==========================================================================================================
 # Derive rules: relaxed weights -> genotype
 # ==========================================================================================================

@@ -388,3 +388,18 @@ def test_noise_on_skip_reaches_only_skip():
     net.skip_noise_std = 1.0
     torch.manual_seed(2)
     assert torch.equal(net(x), quiet)
+
+
+def test_random_cells_hold_exactly_their_skips():
+    from fairdarts_core.nb201 import WEIGHTED_OPS, random_cell
+
+    for k in range(7):
+        cells = [random_cell(k, seed) for seed in range(5)]
+        for g in cells:
+            assert g.count("skip_connect") == k and g.is_connected()
+            assert all(op in WEIGHTED_OPS for op in g.ops if op != "skip_connect")
+        assert random_cell(k, 0) == random_cell(k, 0)  # a seed names one cell
+    assert len({random_cell(2, seed) for seed in range(10)}) > 1
+    for bad in (-1, 7, 2.0, True):
+        with pytest.raises(ValueError, match=r"skips must be an integer in \[0, 6\]"):
+            random_cell(bad, 0)

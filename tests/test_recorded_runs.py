@@ -33,6 +33,7 @@ import numpy as np
 import pytest
 
 from fairdarts_core import reproduce, runs
+from fairdarts_core.presets import get_train_preset
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "data" / "runs"
@@ -522,3 +523,39 @@ def test_recorded_retrain_reruns_its_first_epoch(run_dir):
         assert got[key] == pytest.approx(recorded[key], abs=1e-3), key
     for key in ("train_acc", "test_acc"):
         assert got[key] == pytest.approx(recorded[key], abs=2e-3), key
+
+
+# --- NAS-Bench-201 cells retrained: the searched cells, and random cells with a fixed number of skips -------
+NB201_RETRAINS = [p for p in runs.finished_runs(RUNS / "nb201_retrain") if p.is_dir()]
+RANDOM_CELLS = [p for p in runs.finished_runs(RUNS / "random_cells") if p.is_dir()]
+
+
+def test_the_nb201_cells_are_retrained_with_two_seeds():
+    """Chapter 2's cost of the collapse: the cells of DARTS seeds 0, 1 and Fair DARTS seeds 0, 1, each
+    retrained with training seeds 0 and 1 (the `nb201-cpu` train preset); chapter 3's random cells with
+    0 to 6 skips, two each."""
+    names = {p.name for p in NB201_RETRAINS}
+    assert {f"{m}_s{s}_t{t}" for m in ("darts", "fairdarts") for s in (0, 1) for t in (0, 1)} <= names
+    assert {f"k{k}_s{s}" for k in range(7) for s in (0, 1)} <= {p.name for p in RANDOM_CELLS}
+
+
+@pytest.mark.parametrize("run_dir", NB201_RETRAINS, ids=_id)
+def test_recorded_nb201_retrain_trains_the_searched_cell(run_dir):
+    run = runs.load_train_run(run_dir)
+    assert run.finished, "the run did not finish"
+    cmd = run.provenance["sessions"][0]["command"]
+    searched = ROOT / cmd.split("--genotype ", 1)[1].split()[0]
+    assert searched.parent.parent.name == "nb201" and run_dir.name.startswith(searched.parent.name + "_t")
+    assert run.genotype == runs.load_search_run(searched.parent).genotype
+    assert run.config.to_dict() == get_train_preset("nb201-cpu", seed=int(run_dir.name.rsplit("_t", 1)[1])).to_dict()
+
+
+@pytest.mark.parametrize("run_dir", RANDOM_CELLS, ids=_id)
+def test_recorded_random_cell_holds_its_skips(run_dir):
+    from fairdarts_core.nb201 import random_cell
+
+    run = runs.load_train_run(run_dir)
+    assert run.finished, "the run did not finish"
+    k, seed = (int(part[1:]) for part in run_dir.name.split("_"))
+    assert run.genotype == random_cell(k, seed) and run.genotype.count("skip_connect") == k
+    assert run.config.seed == seed and 0.0 < run.test_acc <= 1.0
