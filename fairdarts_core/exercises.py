@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -314,5 +314,218 @@ def check_nb201_arch_string(fn: Callable, seed: int = 0) -> CheckResult:
     return CheckResult(True, "your strings match the library's derive rule on softmax and sigmoid cells.")
 
 
+# --- chapter 3: noise on skip and the Hessian collapse indicator -------------------------------------------
+
+def _reference_noise_std(epoch: int, noise_epochs: int) -> float:
+    """The library's schedule (:func:`fairdarts_core.search.skip_noise_std`) with the noise switched on."""
+    from types import SimpleNamespace
+
+    from .search import skip_noise_std
+
+    return skip_noise_std(epoch, SimpleNamespace(skip_noise=True, noise_epochs=noise_epochs))
+
+
+def _noise_variants(n: int, epochs: Sequence[int]) -> Dict[str, List[float]]:
+    """The usual mistakes in the noise schedule over ``epochs``, each with the hint its author gets."""
+    import math
+
+    ref = [_reference_noise_std(e, n) for e in epochs]
+    half = [0.5 * (1.0 + math.cos(math.pi * e / n)) for e in epochs]
+    return {
+        "it decays linearly (1 - epoch / noise_epochs); the authors' schedule is a cosine: "
+        "0.5 * (1 + cos(pi * epoch / noise_epochs)), flat near 1 at the start and near 0 at the end":
+            [max(0.0, 1.0 - e / n) for e in epochs],
+        "it is shifted by one epoch (1-based epochs?): epoch is 0-based here, and the std is exactly 1 at "
+        "epoch 0": [_reference_noise_std(e + 1, n) for e in epochs],
+        "it is shifted by one epoch (it lags one epoch behind): epoch is 0-based here, the std is 1 at epoch 0 "
+        "and reaches 0 exactly at epoch noise_epochs": [_reference_noise_std(e - 1, n) for e in epochs],
+        "it returns the variance (the std squared): the schedule gives the standard deviation of the noise, "
+        "0.5 * (1 + cos(pi * epoch / noise_epochs))": [v * v for v in ref],
+        "the cosine keeps going after noise_epochs and rises again: from epoch noise_epochs on the std must "
+        "stay 0": half,
+        "it goes negative: cos(pi * epoch / noise_epochs) alone runs from 1 to -1; shift and halve it, "
+        "0.5 * (1 + cos(...)), so that it runs from 1 to 0": [math.cos(math.pi * e / n) if e < n else 0.0
+                                                               for e in epochs],
+        "that is a quarter cosine, cos(pi / 2 * epoch / noise_epochs); the authors use half a period: "
+        "0.5 * (1 + cos(pi * epoch / noise_epochs))": [math.cos(0.5 * math.pi * e / n) if e < n else 0.0
+                                                        for e in epochs],
+    }
+
+
+def check_noise_schedule(fn: Callable, noise_epochs: Sequence[int] = (30, 10, 7, 1)) -> CheckResult:
+    """Check ``fn(epoch, noise_epochs) -> float``: the standard deviation of Fair DARTS's noise on skip
+    during epoch ``epoch`` (0-based). Gaussian noise added to skip's output blurs the unfair advantage that
+    skip, a shortcut for the gradient, has over the other ops early in the search; the authors decay its std
+    with a cosine from 1 at epoch 0 to 0 at ``noise_epochs``, and keep it at 0 from then on. The reference is
+    :func:`fairdarts_core.search.skip_noise_std`, on every epoch from 0 to a few past ``noise_epochs``."""
+    import numpy as np
+
+    for n in noise_epochs:
+        epochs = list(range(0, n + 4))
+        expected = [_reference_noise_std(e, n) for e in epochs]
+        got = []
+        for e in epochs:
+            value, err = _call(fn, e, n)
+            if err is not None:
+                return err
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                return CheckResult(False, f"fn({e}, {n}) returned {type(value).__name__}; return one number, the "
+                                          f"std of the noise during that epoch")
+            got.append(value)
+        if np.allclose(got, expected, rtol=0, atol=1e-6):  # 1e-6: float32 answers pass too
+            continue
+        for hint, wrong in _noise_variants(n, epochs).items():
+            if np.allclose(got, wrong, rtol=0, atol=1e-6):
+                return CheckResult(False, hint)
+        if not np.all(np.isfinite(got)):
+            return CheckResult(False, f"it returns nan or inf (noise_epochs={n}): {np.round(got, 3).tolist()}")
+        if min(got) < 0:
+            e = int(np.argmin(got))
+            return CheckResult(False, f"fn({e}, {n}) = {got[e]:.3g}: a standard deviation is never negative; the "
+                                      f"schedule runs from 1 down to 0")
+        late = [e for e in epochs if e >= n and abs(got[e]) > 1e-6]
+        if late:
+            return CheckResult(False, f"fn({late[0]}, {n}) = {got[late[0]]:.3g}: the noise is off from epoch "
+                                      f"noise_epochs on, so the std must be 0 there (it never reaches 0 in yours)")
+        if abs(got[0] - 1.0) > 1e-6:
+            return CheckResult(False, f"fn(0, {n}) = {got[0]:.3g}: the std starts at exactly 1 at epoch 0")
+        e = int(np.argmax(np.abs(np.asarray(got) - np.asarray(expected))))
+        return CheckResult(False, f"with noise_epochs={n}, fn({e}, {n}) = {got[e]:.4g}, expected {expected[e]:.4g}: "
+                                  f"the std is 0.5 * (1 + cos(pi * epoch / noise_epochs)) before noise_epochs, "
+                                  f"0 from then on")
+    return CheckResult(True, f"your schedule matches the authors' (cosine from 1 to 0, then 0) for noise_epochs in "
+                             f"{list(noise_epochs)}, every epoch from 0 to 3 past the end of the noise.")
+
+
+class _HessianOracle:
+    """``hvp(v) = H @ v`` for a hidden symmetric ``H`` (float64 torch tensors of shape ``(dim,)``), which
+    notes how it is used: calls, the largest input norm, the first misuse (wrong type or shape)."""
+
+    def __init__(self, H: torch.Tensor):
+        self.H, self.dim = H, H.shape[0]
+        self.calls, self.max_norm, self.misuse = 0, 0.0, None
+
+    def __call__(self, v):
+        import math
+
+        self.calls += 1
+        if not isinstance(v, torch.Tensor):
+            self.misuse = (f"hvp was called with a value of type {type(v).__name__}: it takes (and returns) a "
+                           f"torch tensor of shape ({self.dim},), dtype float64, e.g. "
+                           f"torch.randn(dim, dtype=torch.float64)")
+            raise TypeError(self.misuse)
+        if tuple(v.shape) != (self.dim,):
+            self.misuse = (f"hvp was called with shape {tuple(v.shape)}: it takes a vector of shape ({self.dim},), "
+                           f"one entry per architecture parameter")
+            raise ValueError(self.misuse)
+        v = v.detach().to(torch.float64)
+        norm = float(torch.linalg.vector_norm(v))
+        if not math.isfinite(norm) or norm > self.max_norm:  # once inf or nan, it stays so
+            self.max_norm = norm
+        return self.H @ v
+
+
+def _symmetric(eigenvalues: Sequence[float], seed: int) -> torch.Tensor:
+    """A random symmetric matrix with the given eigenvalues (a random orthogonal basis)."""
+    g = torch.Generator().manual_seed(seed)
+    n = len(eigenvalues)
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    return Q @ torch.diag(torch.tensor(list(eigenvalues), dtype=torch.float64)) @ Q.T
+
+
+def _power_cases() -> List[tuple]:
+    """(eigenvalues, what the case tests): a clear gap, a negative dominant eigenvalue, a slow gap
+    (ratio 0.8: a few iterations are not enough), and a large scale (an unnormalised vector overflows)."""
+    return [
+        ([5.0, 2.5, -2.0, 1.0, 0.5, -0.3], "positive dominant eigenvalue"),
+        ([-4.0, 2.0, 1.5, -1.0, 0.7, 0.2, -0.1, 0.05], "negative dominant eigenvalue"),
+        ([3.0, 2.4, -2.0, 1.2, -0.8, 0.6, 0.3, -0.2, 0.1, 0.0], "second eigenvalue 0.8 times the first"),
+        ([2e4, -1e4, 8e3, 5e3, -3e3, 1e3, 500.0, -100.0, 50.0, 10.0, -5.0, 1.0], "eigenvalues of order 1e4"),
+    ]
+
+
+def check_power_iteration(fn: Callable, iterations: int = 100, seed: int = 0, rtol: float = 1e-4) -> CheckResult:
+    """Check ``fn(hvp, dim, iterations=100) -> float``: the eigenvalue of largest magnitude, with its sign,
+    of a hidden symmetric ``dim x dim`` matrix ``H`` that the reader reaches only through ``hvp(v) = H @ v``
+    (``v`` and ``hvp(v)``: float64 torch tensors of shape ``(dim,)``). This is how the collapse
+    indicator of RobustDARTS (Zela et al., ICLR 2020) is measured: the Hessian of the validation loss w.r.t.
+    alpha is never formed, only Hessian-vector products (:func:`fairdarts_core.analysis.hessian_eigenvalue`).
+    Power iteration: ``v <- H v / |H v|``, then the Rayleigh quotient ``v . H v``. Accepted within ``rtol``
+    relative on four random matrices, one of them with a negative dominant eigenvalue."""
+    import math
+
+    import numpy as np
+
+    for k, (eigenvalues, what) in enumerate(_power_cases()):
+        H = _symmetric(eigenvalues, seed + k)
+        hvp = _HessianOracle(H)
+        dim = H.shape[0]
+        expected = max(eigenvalues, key=abs)
+        got, err = _call(lambda: fn(hvp, dim, iterations=iterations))
+        if hvp.misuse is not None:
+            return CheckResult(False, hvp.misuse)
+        if err is not None:
+            return err
+        value = _as_number(got)
+        if value is None:
+            shape = (tuple(got.shape) if isinstance(got, (torch.Tensor, np.ndarray))
+                     else (len(got),) if isinstance(got, (list, tuple)) else None)
+            if shape is not None and shape != () and int(np.prod(shape)) > 1:
+                return CheckResult(False, f"it returned a vector (shape {shape}), probably the eigenvector; return "
+                                          f"the eigenvalue, one number: the Rayleigh quotient v . H v of the "
+                                          f"normalised vector v")
+            return CheckResult(False, f"it returned a {type(got).__name__}; return the eigenvalue as one number")
+        if hvp.calls == 0:
+            return CheckResult(False, "it never calls hvp: the matrix is hidden, every product H v must come from "
+                                      "hvp(v)")
+        if abs(value - expected) <= rtol * abs(expected):
+            continue
+        if not np.isfinite(value) or hvp.max_norm > 1e100 or not np.isfinite(hvp.max_norm):
+            if hvp.max_norm > 1e6 or not np.isfinite(hvp.max_norm):
+                reached = (f"its norm reached {hvp.max_norm:.3g}" if math.isfinite(hvp.max_norm)
+                           else "its norm overflowed to inf")
+                return CheckResult(False, f"the vector given to hvp grows without bound ({reached} on a matrix with "
+                                          f"eigenvalues of order 1e4): divide v by its norm after every product")
+            return CheckResult(False, f"it returned {value} ({what})")
+        if abs(abs(value) - abs(expected)) <= rtol * abs(expected):
+            why = ("the norm |H v| loses the sign" if value > 0 else "the sign is flipped somewhere")
+            return CheckResult(False, f"the size is right but the sign is not (expected {expected:+.4g}, got "
+                                      f"{value:+.4g}; {what}): {why}; return the Rayleigh quotient v . H v of the "
+                                      f"normalised v")
+        others = sorted(eigenvalues)
+        if abs(value - others[-1]) <= rtol * abs(others[-1]) and others[-1] != expected:
+            return CheckResult(False, f"that is the largest eigenvalue ({others[-1]:+.4g}), not the one of largest "
+                                      f"magnitude ({expected:+.4g}): power iteration finds the largest |eigenvalue|, "
+                                      f"keep its sign")
+        rel = abs(value - expected) / abs(expected)
+        if rel < 0.05:
+            return CheckResult(False, f"close but loose: {value:.6g} against {expected:.6g} (relative error "
+                                      f"{rel:.1e}, {what}); power iteration converges like |lambda2 / "
+                                      f"lambda1|^k, so run all `iterations` products ({iterations} here) and "
+                                      f"return the Rayleigh quotient v . H v")
+        return CheckResult(False, f"expected {expected:+.6g} ({what}), got {value:+.6g}: repeat v <- H v / |H v| "
+                                  f"`iterations` times from a random start, then return v . H v")
+    return CheckResult(True, f"your power iteration finds the dominant eigenvalue, sign included, on "
+                             f"{len(_power_cases())} random symmetric matrices (within {rtol:g} relative).")
+
+
+def _as_number(x) -> Optional[float]:
+    """``x`` as a float if it is one number (a Python or numpy number, a 0-d or one-element tensor/array),
+    else None."""
+    import numpy as np
+
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, (int, float, np.floating, np.integer)):
+        return float(x)
+    if isinstance(x, torch.Tensor):
+        return float(x.detach().reshape(-1)[0]) if x.numel() == 1 else None
+    if isinstance(x, np.ndarray):
+        return float(x.reshape(-1)[0]) if x.size == 1 else None
+    return None
+
+
 __all__: List[str] = ["CheckResult", "check_mixed_edge", "check_dominant_counts", "check_skip_share_per_epoch",
-                      "check_nb201_arch_string"]
+                      "check_nb201_arch_string", "check_noise_schedule", "check_power_iteration"]

@@ -14,7 +14,7 @@ is cheap and picks no matplotlib backend.
 from __future__ import annotations
 
 import io
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -372,6 +372,356 @@ def epoch_explorer_static(history: Sequence[Dict], primitives: Sequence[str], ep
     return fig, axes[0]
 
 
+# --- the condition explorer (chapter 3): the same search under different conditions --------------------
+#
+# Chapter 3 asks *why* the collapse happens by changing one thing at a time: the relaxation (softmax's
+# exclusive competition or Fair DARTS's independent sigmoids), the zero-one loss, noise on skip (Fair
+# DARTS: Gaussian noise on skip's output blurs its unfair advantage, the residual shortcut it offers the
+# supernet), and whether skip_connect is a candidate at all. Two things are read per epoch: the skip edges of
+# the derived cell, and the dominant eigenvalue of the Hessian of the validation loss w.r.t. alpha, which
+# RobustDARTS (Zela et al., ICLR 2020) found to grow as a search heads for a collapse.
+
+RELAXATION_CHOICES = ("softmax", "sigmoid")
+"""The relaxations the condition explorer can select."""
+
+_CONDITION_COLORS = {
+    ("softmax", False, False, True): SOFTMAX_COLOR,       # DARTS
+    ("sigmoid", True, False, True): SIGMOID_COLOR,        # Fair DARTS
+    ("sigmoid", False, False, True): "#8172b3",           # sigmoid without the zero-one loss
+    ("softmax", False, True, True): "#55a868",            # DARTS + noise on skip
+    ("softmax", False, False, False): "#937860",          # DARTS without skip in the set
+}
+_SEED_STYLES = ("-", "--", ":", "-.")
+_SEED_MARKERS = ("o", "s", "^", "D", "v")
+
+
+def condition_of(config) -> Dict[str, Any]:
+    """The condition a search config was run under: ``{"relaxation": "softmax" | "sigmoid", "zero_one":
+    zero_one_weight > 0, "noise": skip_noise, "skip_in_set": "skip_connect" in primitives}``."""
+    return {
+        "relaxation": str(config.relaxation),
+        "zero_one": float(getattr(config, "zero_one_weight", 0.0)) > 0.0,
+        "noise": bool(getattr(config, "skip_noise", False)),
+        "skip_in_set": "skip_connect" in tuple(config.primitives),
+    }
+
+
+def condition_label(condition: Dict[str, Any]) -> str:
+    """A condition in words: ``"softmax"``, ``"sigmoid + zero-one loss"``, ``"sigmoid, no zero-one loss"``,
+    ``"softmax + noise on skip"``, ``"softmax, no skip in the set"`` (and their combinations)."""
+    label = str(condition["relaxation"])
+    if condition["zero_one"]:
+        label += " + zero-one loss"
+    elif condition["relaxation"] == "sigmoid":
+        label += ", no zero-one loss"
+    if condition["noise"]:
+        label += " + noise on skip"
+    if not condition["skip_in_set"]:
+        label += ", no skip in the set"
+    return label
+
+
+def _condition_key(condition: Dict[str, Any]) -> tuple:
+    return (condition["relaxation"], bool(condition["zero_one"]), bool(condition["noise"]),
+            bool(condition["skip_in_set"]))
+
+
+def _condition_color(condition: Dict[str, Any]) -> str:
+    return _CONDITION_COLORS.get(_condition_key(condition), "#555555")
+
+
+def _condition_order(condition: Dict[str, Any]) -> tuple:
+    """Sort key: the five conditions of chapter 3 in the order the chapter discusses them, then the rest."""
+    keys = list(_CONDITION_COLORS)
+    key = _condition_key(condition)
+    return (keys.index(key), "") if key in keys else (len(keys), condition_label(condition))
+
+
+def recorded_conditions(runs: Sequence[Any]) -> List[Dict[str, Any]]:
+    """The distinct conditions of ``runs`` (objects with ``.config`` and a non-empty ``.history``), in the
+    chapter's order."""
+    seen: Dict[tuple, Dict[str, Any]] = {}
+    for run in runs:
+        if run.history:
+            c = condition_of(run.config)
+            seen.setdefault(_condition_key(c), c)
+    return sorted(seen.values(), key=_condition_order)
+
+
+def _is_flag(x: Any) -> bool:
+    return isinstance(x, (bool, np.bool_))
+
+
+def _check_toggles(relaxation: Any, noise: Any, skip_in_set: Any, zero_one: Any) -> None:
+    if relaxation not in RELAXATION_CHOICES:
+        raise ValueError(f"relaxation must be one of {', '.join(map(repr, RELAXATION_CHOICES))}, got {relaxation!r}")
+    for name, value in (("noise", noise), ("skip_in_set", skip_in_set)):
+        if not _is_flag(value):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
+    if zero_one is not None and not _is_flag(zero_one):
+        raise ValueError(f"zero_one must be True, False or None (whichever is recorded), got {zero_one!r}")
+
+
+def _run_cell(config) -> str:
+    """The history cell a run's figures read: NAS-Bench-201's ``"cell"``, or the DARTS normal cell."""
+    return "cell" if getattr(config, "space", "darts") == "nb201" else "normal"
+
+
+def _skip_series(history: Sequence[Dict], counts: Dict[str, List[int]], cell: str) -> List[int]:
+    """Skip edges of the derived cell per epoch: the record's own count (``skips`` / ``skip_normal``),
+    else the edges skip dominates, 0 where skip is no candidate."""
+    from .spaces import skip_key
+
+    key = skip_key(cell)
+    fallback = counts.get("skip_connect", [0] * len(history))
+    return [int(r[key]) if r.get(key) is not None else int(fallback[i]) for i, r in enumerate(history)]
+
+
+def _hessian_series(history: Sequence[Dict]) -> List[Optional[float]]:
+    return [None if r.get("hessian_eigenvalue") is None else float(r["hessian_eigenvalue"]) for r in history]
+
+
+def condition_explorer_state(runs: Sequence[Any], relaxation: str, noise: bool, skip_in_set: bool,
+                             zero_one: Optional[bool] = None) -> Dict[str, Any]:
+    """What the recorded searches of one condition did, seed by seed.
+
+    ``runs``: recorded searches (objects with ``.config``, a :class:`~fairdarts_core.SearchConfig`, and
+    ``.history``; e.g. :func:`fairdarts_core.runs.load_search_run` of every directory under
+    ``data/runs/conditions``). The toggles select the runs whose :func:`condition_of` matches:
+    ``relaxation`` (``"softmax"`` or ``"sigmoid"``), ``noise`` (noise on skip), ``skip_in_set``
+    (skip_connect among the candidates) and ``zero_one`` (zero-one loss weight > 0, or = 0; ``None``:
+    whichever is recorded, preferring the relaxation's own: w > 0 for sigmoid, as Fair DARTS, w = 0 for
+    softmax, as DARTS). Runs with an empty history are left out.
+
+    Returns ``condition`` and ``label`` (the selection), ``recorded`` (whether any run matches),
+    ``recorded_conditions`` (labels of every condition in ``runs``), and per matching run, sorted by seed:
+    ``seeds``, ``paths``, ``epochs``, ``dominant`` (``{op: [edges it dominates at each epoch]}``,
+    :func:`fairdarts_core.analysis.dominant_op_counts`), ``skips`` (skip edges of the derived cell per
+    epoch), ``hessian`` (the dominant Hessian eigenvalue per epoch, ``None`` where not recorded) and
+    ``final_skips``; plus ``primitives``, ``n_edges``, ``hessian_recorded`` and ``verdict`` (one line).
+    A combination that no run recorded gives ``recorded=False`` and a verdict that lists what is recorded;
+    only toggle values that name no condition raise ``ValueError``."""
+    from .analysis import dominant_op_counts
+
+    _check_toggles(relaxation, noise, skip_in_set, zero_one)
+    runs = [r for r in runs if r.history]
+    recorded = [condition_label(c) for c in recorded_conditions(runs)]
+
+    def matching(z: bool) -> list:
+        want = {"relaxation": relaxation, "zero_one": z, "noise": bool(noise), "skip_in_set": bool(skip_in_set)}
+        return [r for r in runs if condition_of(r.config) == want]
+
+    if zero_one is None:
+        preferred = relaxation == "sigmoid"
+        chosen = preferred if matching(preferred) or not matching(not preferred) else not preferred
+    else:
+        chosen = bool(zero_one)
+    condition = {"relaxation": relaxation, "zero_one": chosen, "noise": bool(noise), "skip_in_set": bool(skip_in_set)}
+    selected = sorted(matching(chosen), key=lambda r: int(getattr(r.config, "seed", 0)))
+    state: Dict[str, Any] = {
+        "condition": condition, "label": condition_label(condition), "recorded": bool(selected),
+        "recorded_conditions": recorded, "seeds": [], "paths": [], "epochs": [], "dominant": [], "skips": [],
+        "hessian": [], "final_skips": [], "primitives": [], "n_edges": 0, "hessian_recorded": False,
+    }
+    for run in selected:
+        cell = _run_cell(run.config)
+        primitives = [str(p) for p in run.config.primitives]
+        counts = dominant_op_counts(run.history, primitives, cell)
+        skips = _skip_series(run.history, counts, cell)
+        state["seeds"].append(int(getattr(run.config, "seed", 0)))
+        path = getattr(run, "path", None)
+        state["paths"].append(None if path is None else str(path))
+        state["epochs"].append([int(r.get("epoch", i + 1)) for i, r in enumerate(run.history)])
+        state["dominant"].append(counts)
+        state["skips"].append(skips)
+        state["hessian"].append(_hessian_series(run.history))
+        state["final_skips"].append(skips[-1])
+        state["primitives"] = primitives
+        state["n_edges"] = max(state["n_edges"], len(run.history[-1][f"{cell}_weight"]))
+    state["hessian_recorded"] = any(v is not None for series in state["hessian"] for v in series)
+    state["verdict"] = condition_explorer_text(state)
+    return state
+
+
+def _mean_hessian(state: Dict[str, Any], where: int) -> Optional[float]:
+    """Mean over the seeds of the first (``where=0``) or last (``-1``) recorded Hessian eigenvalue."""
+    values = []
+    for series in state["hessian"]:
+        known = [v for v in series if v is not None]
+        if known:
+            values.append(known[where])
+    return float(np.mean(values)) if values else None
+
+
+def condition_explorer_text(state: Dict[str, Any]) -> str:
+    """One line about a condition: the skip edges its seeds end with, and how the Hessian eigenvalue moved."""
+    label = state["label"]
+    if not state["recorded"]:
+        why = (" (noise on skip needs skip_connect in the set)"
+               if state["condition"]["noise"] and not state["condition"]["skip_in_set"] else "")
+        recorded = ", ".join(state["recorded_conditions"]) or "none yet"
+        return f"no recorded search for '{label}'{why}; recorded conditions: {recorded}."
+    n, seeds = state["n_edges"], state["seeds"]
+    finals = ", ".join(map(str, state["final_skips"]))
+    plural = "s" if len(seeds) > 1 else ""
+    if not state["condition"]["skip_in_set"]:
+        skip = "skip_connect is not a candidate, so no derived cell has a skip edge"
+    else:
+        mean = float(np.mean(state["final_skips"]))
+        trend = ("skip takes over" if mean >= n / 2 else "no skip edge" if max(state["final_skips"]) == 0
+                 else "skip stays a minority")
+        edges = "edge" if state["final_skips"] == [1] else "edges"
+        skip = f"the derived cell ends with {finals} skip {edges} of {n} ({trend})"
+    first, last = _mean_hessian(state, 0), _mean_hessian(state, -1)
+    if first is None:
+        hessian = "the Hessian eigenvalue was not recorded"
+    else:
+        hessian = f"the Hessian eigenvalue goes from {first:.3g} to {last:.3g} (mean over the seeds)"
+    return f"{label}, {len(seeds)} seed{plural} ({', '.join(map(str, seeds))}): {skip}; {hessian}."
+
+
+def _note(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=8, color="gray", wrap=True)
+
+
+def condition_explorer_figure(state: Dict[str, Any], axes=None, title: Optional[str] = None):
+    """Two panels for one condition, one line per seed: (a) the skip edges of the derived cell per epoch
+    (lines nudged apart by a few hundredths of an edge so that equal counts stay visible), (b) the dominant
+    Hessian eigenvalue per epoch (RobustDARTS's collapse indicator), with a note where it was not recorded.
+    ``axes``: two matplotlib axes to draw into (default: a new figure). Returns ``(figure, axes)``."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.2))
+    else:
+        fig = axes[0].figure
+    ax_skip, ax_hess = axes[0], axes[1]
+    color = _condition_color(state["condition"])
+    n_seeds = len(state["seeds"])
+    for i, seed in enumerate(state["seeds"]):
+        style = dict(color=color, linestyle=_SEED_STYLES[i % len(_SEED_STYLES)],
+                     marker=_SEED_MARKERS[i % len(_SEED_MARKERS)], markersize=3, linewidth=1.4,
+                     label=f"seed {seed}")
+        nudge = 0.06 * (i - (n_seeds - 1) / 2)
+        ax_skip.plot(state["epochs"][i], [s + nudge for s in state["skips"][i]], **style)
+        known = [(e, v) for e, v in zip(state["epochs"][i], state["hessian"][i]) if v is not None]
+        if known:
+            ax_hess.plot([e for e, _ in known], [v for _, v in known], **style)
+    n = state["n_edges"] or 6
+    ax_skip.set_ylim(-0.3, n + 0.3)
+    ax_skip.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_skip.set_ylabel(f"skip edges (of {n})")
+    for ax in (ax_skip, ax_hess):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+    ax_hess.set_ylabel("Hessian eigenvalue")
+    if not state["hessian_recorded"]:
+        ax_hess.tick_params(left=False, labelleft=False)  # per axes: a shared y axis keeps its ticks elsewhere
+    if not state["recorded"]:
+        _note(ax_skip, f"no recorded search for\n'{state['label']}'")
+        _note(ax_hess, "nothing recorded")
+    else:
+        ax_hess.set_xlim(ax_skip.get_xlim())
+        if not state["condition"]["skip_in_set"]:
+            ax_skip.text(0.5, 0.6, "skip_connect is not a candidate", transform=ax_skip.transAxes, ha="center",
+                         fontsize=8, color="gray")
+        if not state["hessian_recorded"]:
+            _note(ax_hess, "the Hessian eigenvalue\nwas not recorded for these runs")
+        ax_skip.legend(fontsize=7, frameon=False, loc="best")
+    ax_skip.set_title(title or f"{state['label']}: skip edges of the derived cell", fontsize=9)
+    ax_hess.set_title("dominant Hessian eigenvalue (w.r.t. alpha)", fontsize=9)
+    fig.tight_layout()
+    return fig, axes
+
+
+def _condition_verdict_html(state: Dict[str, Any]) -> str:
+    text = state["verdict"].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return f"<p>{text}</p>"
+
+
+_RELAXATION_OPTIONS = (("softmax", ("softmax", None)), ("sigmoid + zero-one", ("sigmoid", True)),
+                       ("sigmoid, w=0", ("sigmoid", False)))
+
+
+def condition_explorer(runs: Sequence[Any], relaxation: str = "softmax", noise: bool = False,
+                       skip_in_set: bool = True, title: str = "One search, several conditions"):
+    """Toggles for the condition (relaxation: softmax, sigmoid with the zero-one loss, or sigmoid with
+    weight 0; noise on skip; skip_connect in the set) that redraw :func:`condition_explorer_figure` of the
+    recorded runs of that condition and its verdict. Returns an ``ipywidgets.VBox`` (``box.state()``
+    gives the numbers; ``box.relaxation``, ``box.noise``, ``box.skip`` are the controls).
+
+    The figure is an image widget, so the view saved with the notebook (and the built book) shows the
+    starting condition."""
+    import ipywidgets as W
+
+    runs = list(runs)
+    options = dict(_RELAXATION_OPTIONS)
+    start = {"softmax": "softmax", "sigmoid": "sigmoid + zero-one"}.get(relaxation, relaxation)
+    if start not in options:
+        names = ", ".join(map(repr, dict.fromkeys(("softmax", "sigmoid", *options))))
+        raise ValueError(f"relaxation must be one of {names}, got {relaxation!r}")
+    condition_explorer_state(runs, options[start][0], noise, skip_in_set, options[start][1])  # validates once
+    choice = W.ToggleButtons(options=[name for name, _ in _RELAXATION_OPTIONS], value=start,
+                             description="relaxation", style={"button_width": "140px"})
+    noise_box = W.Checkbox(value=bool(noise), description="noise on skip", indent=False)
+    skip_box = W.Checkbox(value=bool(skip_in_set), description="skip_connect in the set", indent=False)
+    plot = W.Image(format="png", layout=W.Layout(width="720px", max_width="100%"))
+    verdict = W.HTML()
+
+    def current() -> Dict[str, Any]:
+        relax, zero_one = options[choice.value]
+        return condition_explorer_state(runs, relax, noise_box.value, skip_box.value, zero_one)
+
+    def update(_=None) -> None:
+        state = current()
+        verdict.value = _condition_verdict_html(state)
+        plot.value = _png(condition_explorer_figure(state)[0])
+
+    for control in (choice, noise_box, skip_box):
+        control.observe(update, "value")
+    update()
+    box = W.VBox([W.HTML(f"<b>{title}</b>"), choice, W.HBox([noise_box, skip_box]), verdict, plot])
+    box.state, box.relaxation, box.noise, box.skip = current, choice, noise_box, skip_box
+    return box
+
+
+def condition_explorer_static(runs: Sequence[Any], conditions: Optional[Sequence[Dict[str, Any]]] = None):
+    """The static twin of :func:`condition_explorer`: one row per condition (default: every recorded one,
+    in the chapter's order), the skip edges of the derived cell and the Hessian eigenvalue per epoch in two
+    columns, every seed a line; the Hessian panels share their y axis, so the growth of the indicator
+    compares across conditions. Returns ``(figure, axes)`` (axes: a ``(rows, 2)`` array); with no recorded
+    run, one row that says so."""
+    import matplotlib.pyplot as plt
+
+    runs = list(runs)
+    conditions = list(recorded_conditions(runs) if conditions is None else conditions)
+    rows = max(1, len(conditions))
+    fig, axes = plt.subplots(rows, 2, figsize=(9.0, 2.4 * rows + 0.4), squeeze=False, sharex="col")
+    if not conditions:
+        for ax in axes[0]:
+            _note(ax, "no recorded search runs yet")
+        return fig, axes
+    states = [condition_explorer_state(runs, c["relaxation"], c["noise"], c["skip_in_set"], c["zero_one"])
+              for c in conditions]
+    with_hessian = [row[1] for row, state in zip(axes, states) if state["hessian_recorded"]]
+    for ax in with_hessian[1:]:
+        ax.sharey(with_hessian[0])
+    for i, (row, state) in enumerate(zip(axes, states)):
+        condition_explorer_figure(state, axes=row, title=state["label"])
+        if i < len(states) - 1:
+            for ax in row:
+                ax.set_xlabel("")
+        if i > 0:
+            row[1].set_title("")
+    fig.tight_layout()
+    return fig, axes
+
+
+
 __all__: List[str] = ["edge_explorer_state", "edge_explorer_text", "edge_explorer_figure", "edge_explorer",
                       "strongest_edge", "epoch_explorer_state", "epoch_explorer_text", "epoch_explorer_figure",
-                      "epoch_explorer_cell", "epoch_explorer", "epoch_explorer_static"]
+                      "epoch_explorer_cell", "epoch_explorer", "epoch_explorer_static",
+                      "RELAXATION_CHOICES", "condition_of", "condition_label", "recorded_conditions",
+                      "condition_explorer_state", "condition_explorer_text", "condition_explorer_figure",
+                      "condition_explorer", "condition_explorer_static"]
