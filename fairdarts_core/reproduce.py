@@ -44,8 +44,9 @@ PathLike = Union[str, Path]
 
 RUNS = Path(__file__).resolve().parents[1] / "data" / "runs"
 """The repository's recorded runs (present in a checkout; an installed package has none)."""
-SEARCH_DIRS = ("collapse", "levers", "nb201")
-"""Where the recorded searches lie: the DARTS space's collapse runs and levers, the NAS-Bench-201 space's runs."""
+SEARCH_DIRS = ("collapse", "levers", "nb201", "nb201_levers", "conditions")
+"""Where the recorded searches lie: the DARTS space's collapse runs and levers; the NAS-Bench-201 space's
+seeded presets, levers and broken conditions (chapter 3)."""
 CHAIN_DIRS = ("mechanism", "mechanism_long")
 
 MODES = ("auto", "exact", "statistical")
@@ -140,6 +141,8 @@ def search_statistics(record: Mapping[str, Any], config: Any) -> Dict[str, float
             out[f"skip share[{cell}]"] = skip_share(W, prims, keep_none=space.keeps_none)
         if config.relaxation == "sigmoid":
             out[f"above threshold[{cell}]"] = float((W >= config.threshold).sum())
+    if record.get("hessian_eigenvalue") is not None:  # the collapse indicator chapter 3 reads
+        out["hessian eigenvalue[alpha]"] = float(record["hessian_eigenvalue"])
     for split in ("train", "val"):
         for what, family in (("loss", "loss"), ("acc", "accuracy")):
             if record.get(f"{split}_{what}") is not None:
@@ -652,11 +655,14 @@ weights and skip counts (:func:`search_fields`); only the wall time is left out.
 CHAIN_FIELDS = ("weights", "train_acc")
 
 
-def search_fields(space: SearchSpace) -> Tuple[str, ...]:
-    """Every field of a search's epoch record in ``space`` that an exact re-check compares bit for bit:
-    the space's relaxed weights (``normal_weight``, ``reduce_weight`` or ``cell_weight``), its skip counts
-    (``skip_normal``, ``skip_reduce`` or ``skips``) and :data:`SEARCH_FIELDS`."""
-    return (*space.weight_names, *SEARCH_FIELDS, *space.skip_keys)
+def search_fields(config: Any) -> Tuple[str, ...]:
+    """Every field of an epoch record of a search with ``config`` that an exact re-check compares bit for
+    bit: its space's relaxed weights (``normal_weight``, ``reduce_weight`` or ``cell_weight``), its skip
+    counts (``skip_normal``, ``skip_reduce`` or ``skips``), :data:`SEARCH_FIELDS`, and the Hessian
+    eigenvalue where the search tracked it (``track_hessian``)."""
+    space = get_space(config.space)
+    tracked = ("hessian_eigenvalue",) if getattr(config, "track_hessian", False) else ()
+    return (*space.weight_names, *SEARCH_FIELDS, *space.skip_keys, *tracked)
 
 
 def recheck_search_details(run_dir: PathLike, epochs: int = 2, mode: str = "auto",
@@ -680,7 +686,7 @@ def recheck_search_details(run_dir: PathLike, epochs: int = 2, mode: str = "auto
     problems += [f"epoch {w['epoch']}: learning rate {g['lr']:.6g} re-run, {w['lr']:.6g} recorded"
                  for g, w in zip(got, want) if not math.isclose(g["lr"], w["lr"], rel_tol=1e-12)]
     rerun = search_sample(cfg, got)
-    return _compare(problems, mode, got, want, search_fields(space), "epoch", rerun, search_sample(cfg, want),
+    return _compare(problems, mode, got, want, search_fields(cfg), "epoch", rerun, search_sample(cfg, want),
                     lambda: search_spread(reference, epochs, rerun),
                     np.asarray(want[0][space.weight_names[0]]).shape if want else (0, 0))
 

@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 
 from fairdarts_core import reproduce, runs
-from fairdarts_core.presets import get_train_preset
+from fairdarts_core.presets import get_search_preset, get_train_preset
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "data" / "runs"
@@ -238,12 +238,13 @@ def test_the_nb201_searches_are_recorded():
 
 def test_an_exact_recheck_compares_every_recorded_field_of_either_space():
     """Every field of an epoch record but the wall time (the epoch is compared as the records' order)."""
-    from fairdarts_core.spaces import get_space
 
     for run_dir in (RUNS / "collapse" / "darts_s0", RUNS / "nb201" / "darts_s0"):
         run = runs.load_search_run(run_dir)
-        fields = reproduce.search_fields(get_space(run.config.space))
+        fields = reproduce.search_fields(run.config)
         assert set(fields) == set(run.history[0]) - {"epoch", "seconds"}, run_dir
+    tracked = get_search_preset("nb201-darts-cpu", track_hessian=True)
+    assert "hessian_eigenvalue" in reproduce.search_fields(tracked)
 
 
 def test_the_nb201_statistics_are_of_its_one_cell_with_none_competing():
