@@ -344,6 +344,11 @@ def add_mechanism(sub) -> None:
     p.add_argument("--arch-lr", type=float, metavar="LR", help="Adam learning rate of the architecture weights (3e-3)")
     p.add_argument("--subset", type=positive_int, metavar="N",
                    help="Fashion-MNIST images, half for the weights, half for alpha (4000)")
+    p.add_argument("--skip-noise", action="store_true", default=None,
+                   help="noise on skip (Fair DARTS Sec. 5): N(0, std^2) on skip's output in training, std "
+                        "cosine-decayed from 1 to 0 (off)")
+    p.add_argument("--noise-steps", type=positive_int, metavar="N",
+                   help="with --skip-noise: the steps over which the std decays to 0 (all --steps)")
     add_shared_options(p, ("out", "json", "set", "threads"),
                        out=dict(metavar="FILE", help="write the trajectory and its provenance to this JSON file"),
                        set=dict(help="override any ChainConfig field, e.g. --set channels=8"),
@@ -354,8 +359,11 @@ def add_mechanism(sub) -> None:
 def mechanism_config(args: argparse.Namespace):
     """The :class:`~fairdarts_core.mechanism.ChainConfig` the ``mechanism`` options describe."""
     from .mechanism import ChainConfig
-    return ChainConfig(**config_overrides(ChainConfig, args, ("depth", "relaxation", "ops", "steps", "seed",
-                                                              "arch_lr", "subset")))
+    cfg = ChainConfig(**config_overrides(ChainConfig, args, ("depth", "relaxation", "ops", "steps", "seed",
+                                                             "arch_lr", "subset", "skip_noise", "noise_steps")))
+    if getattr(args, "noise_steps", None) is not None and not cfg.skip_noise:
+        raise ValueError("--noise-steps needs --skip-noise (without noise on skip it changes nothing)")
+    return cfg
 
 
 def run_mechanism(args: argparse.Namespace) -> int:

@@ -7,9 +7,16 @@ of the other ops. This experiment isolates that claim: ``depth`` mixed edges in 
 reduction), each choosing between ``skip_connect`` and a convolution, trained bi-level on real data.
 If the residual-path explanation holds, skip's weight should grow with depth under softmax, while
 under sigmoid both ops can keep high weights.
+
+Noise on skip (``skip_noise``): the authors' cheap way to break the unfair advantage (Fair DARTS Sec. 5,
+their noisy DARTS experiment). In training mode, Gaussian noise N(0, std^2) is added to the output of
+``skip_connect`` on every layer before its relaxed weight multiplies it, as the supernet's ``MixedOp`` does;
+std decays along a cosine from 1 at the first step to 0 at ``noise_steps`` (:func:`skip_noise_std`). A
+noisy skip is no longer a clean residual path, so its advantage blurs.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -45,6 +52,8 @@ class ChainConfig:
     record_every: int = 25
     seed: int = 0
     data_dir: Optional[str] = None
+    skip_noise: bool = False         # noise on skip (Fair DARTS Sec. 5): N(0, std^2) on skip's output
+    noise_steps: Optional[int] = None  # std cosine-decays 1 -> 0 over these steps (None: all ``steps``)
 
     def __post_init__(self):
         self.ops = tuple(self.ops)
@@ -67,10 +76,16 @@ class ChainConfig:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
         if len(self.arch_betas) != 2 or not all(0 <= b < 1 for b in self.arch_betas):
             raise ValueError(f"arch_betas must be two numbers in [0, 1); got {self.arch_betas}")
+        if not isinstance(self.skip_noise, bool):
+            raise ValueError(f"skip_noise must be true or false; got {self.skip_noise!r}")
+        if self.noise_steps is not None and (isinstance(self.noise_steps, bool) or not isinstance(self.noise_steps, int)
+                                             or self.noise_steps < 1):
+            raise ValueError(f"noise_steps must be an integer >= 1, or None (all steps); got {self.noise_steps!r}")
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ChainConfig":
-        """A config from its ``asdict`` form (e.g. a recorded run's ``config``); unknown fields refused."""
+        """A config from its ``asdict`` form (e.g. a recorded run's ``config``); unknown fields refused,
+        missing ones take their defaults (runs recorded before noise on skip existed have no noise)."""
         if not isinstance(d, dict):
             raise ValueError(f"a chain config must be a JSON object; got {type(d).__name__}")
         unknown = sorted(set(d) - {f.name for f in fields(cls)})
@@ -79,8 +94,21 @@ class ChainConfig:
         return cls(**d)
 
 
+def skip_noise_std(step: int, cfg: ChainConfig) -> float:
+    """Std of the noise on skip at bi-level step ``step`` (0-based): cosine from 1 at step 0 to 0 at
+    ``noise_steps`` (default: ``steps``), 0 afterwards, and 0 whenever ``skip_noise`` is off. The rule of
+    the search's per-epoch schedule (:func:`fairdarts_core.search.skip_noise_std`), applied per step."""
+    horizon = cfg.steps if cfg.noise_steps is None else cfg.noise_steps
+    if not cfg.skip_noise or step >= horizon:
+        return 0.0
+    return 0.5 * (1.0 + math.cos(math.pi * step / horizon))
+
+
 class MixedChain(nn.Module):
-    """stem (stride 2) -> ``depth`` mixed edges -> global pool -> classifier."""
+    """stem (stride 2) -> ``depth`` mixed edges -> global pool -> classifier.
+
+    ``skip_noise_std`` (0: none; set by the training loop every step): the std of the noise added to skip's
+    output on every layer in training mode, before skip's relaxed weight multiplies it."""
 
     def __init__(self, cfg: ChainConfig, in_channels: int, num_classes: int):
         super().__init__()
@@ -90,6 +118,8 @@ class MixedChain(nn.Module):
         self.edges = nn.ModuleList(nn.ModuleList(search_op(name, C, 1) for name in cfg.ops) for _ in range(cfg.depth))
         self.classifier = nn.Linear(C, num_classes)
         self.alpha = nn.Parameter(torch.zeros(cfg.depth, len(cfg.ops)))
+        self.skip_index = cfg.ops.index("skip_connect")
+        self.skip_noise_std = 0.0
 
     def relaxed_weights(self) -> torch.Tensor:
         return relax(self.alpha, self.cfg.relaxation)
@@ -104,8 +134,21 @@ class MixedChain(nn.Module):
         edge_weights = self.relaxed_weights()
         x = self.stem(x)
         for layer, ops in enumerate(self.edges):
-            x = sum(edge_weights[layer, k] * op(x) for k, op in enumerate(ops))
+            noise = self.skip_noise(x)
+            if noise is None:
+                x = sum(edge_weights[layer, k] * op(x) for k, op in enumerate(ops))
+            else:  # the noise joins skip's output, then skip's weight multiplies both (as MixedOp does)
+                x = sum(edge_weights[layer, k] * (op(x) + noise if k == self.skip_index else op(x))
+                        for k, op in enumerate(ops))
         return self.classifier(x.mean((2, 3)))
+
+    def skip_noise(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """Noise N(0, skip_noise_std^2) shaped like skip's output on input ``x`` (skip is the identity), or
+        None in eval mode or at std 0: then no random number is drawn, so a run without noise is the run
+        recorded before noise on skip existed, bit for bit."""
+        if not (self.training and self.skip_noise_std > 0):
+            return None
+        return self.skip_noise_std * torch.randn_like(x)
 
 
 def run_chain(cfg: ChainConfig, callback: Optional[Callable[[dict], None]] = None,
@@ -114,7 +157,8 @@ def run_chain(cfg: ChainConfig, callback: Optional[Callable[[dict], None]] = Non
     """Train one chain bi-level with the search's own first-order steps (:mod:`fairdarts_core.steps`: an
     alpha step on an architecture batch, then a weight step on a training batch) and return its
     trajectory: every ``record_every`` steps, the relaxed weights of every layer and the training accuracy
-    of the recent batches; ``summary`` (:func:`skip_summary`) of the last record.
+    of the recent batches (with ``cfg.skip_noise``, also ``skip_noise_std``: the std of the noise on skip at
+    that step); ``summary`` (:func:`skip_summary`) of the last record.
 
     ``max_steps``: stop after that many steps (the learning-rate schedule stays the one of the full
     ``cfg.steps`` run, so the records are the first records of the full run; tests re-run recorded
@@ -157,6 +201,7 @@ def _chain(cfg: ChainConfig, callback: Optional[Callable[[dict], None]], max_ste
     records, correct, seen, finite, start = [], 0, 0, [], time.time()
     last = cfg.steps if max_steps is None else max(0, min(cfg.steps, int(max_steps)))
     for step in range(1, last + 1):
+        model.skip_noise_std = skip_noise_std(step - 1, cfg)  # both steps of this bi-level step see it
         stats = arch_step(model, next(valid_it), a_opt)
         stats.update(weight_step(model, next(train_it), w_opt, cfg.grad_clip))
         sched.step()
@@ -168,6 +213,8 @@ def _chain(cfg: ChainConfig, callback: Optional[Callable[[dict], None]], max_ste
             check_finite(finite, model, "chain experiment", first_step=step - len(finite) + 1)
             rec = {"step": step, "weights": model.relaxed_weights().detach().tolist(),
                    "train_acc": correct / seen, "seconds": round(time.time() - start, 2)}
+            if cfg.skip_noise:
+                rec["skip_noise_std"] = model.skip_noise_std
             correct = seen = 0
             finite = []
             records.append(rec)

@@ -449,6 +449,7 @@ SEARCH_PRESETS["nb201-cpu"] = {**SEARCH_PRESETS["nb201-darts-cpu"], "relaxation"
 # NAS-Bench-201's own DARTS search (its DARTS-V1 baseline: CIFAR-10 half and half, 3 stages of 5 cells with
 # 16 channels, 50 epochs, batch 64, SGD 0.025 cosine to 0.001, weight decay 5e-4; architecture Adam 3e-4,
 # betas (0.5, 0.999), weight decay 1e-3), where the benchmark reports six skip edges of six. A GPU setting.
+# One difference: the benchmark's SGD uses Nesterov momentum, this library's plain momentum 0.9.
 SEARCH_PRESETS["nb201-darts-paper"] = dict(
     space="nb201", dataset="cifar10", train_portion=0.5, batch_size=64, epochs=50, channels=16, layers=15,
     primitives=NB201_OPS, relaxation="softmax", alpha_init_std=1e-3, parse_method="darts", zero_one_weight=0.0,
