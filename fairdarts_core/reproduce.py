@@ -47,7 +47,7 @@ RUNS = Path(__file__).resolve().parents[1] / "data" / "runs"
 SEARCH_DIRS = ("collapse", "levers", "nb201", "nb201_levers", "conditions")
 """Where the recorded searches lie: the DARTS space's collapse runs and levers; the NAS-Bench-201 space's
 seeded presets, levers and broken conditions (chapter 3)."""
-CHAIN_DIRS = ("mechanism", "mechanism_long")
+CHAIN_DIRS = ("mechanism", "mechanism_long", "mechanism_noise")
 
 MODES = ("auto", "exact", "statistical")
 NUMERICS_FIELDS = ("torch", "cpu_capability", "onednn_max_isa", "cpu_isa", "cpu_model", "torch_threads")
@@ -297,8 +297,20 @@ def search_setting(config: Any) -> Tuple:
 
 
 def chain_setting(config: Mapping[str, Any]) -> Tuple:
-    """What makes two chain experiments the same but for the seed (every field but seed and data_dir)."""
-    return tuple(sorted((k, repr(v)) for k, v in config.items() if k not in ("seed", "data_dir")))
+    """What makes two chain experiments the same but for the seed: every field but seed and data_dir, a
+    field at its default counting as absent (a config recorded before the field existed is the same
+    experiment)."""
+    from dataclasses import fields
+
+    from .mechanism import ChainConfig
+
+    defaults = {f.name: f.default for f in fields(ChainConfig)}
+    return tuple(sorted((k, repr(v)) for k, v in config.items()
+                        if k not in ("seed", "data_dir") and not (k in NEW_CHAIN_FIELDS and v == defaults[k])))
+
+
+NEW_CHAIN_FIELDS = ("skip_noise", "noise_steps")
+"""Chain config fields added after the first chains were recorded (noise on skip, off by default)."""
 
 
 def search_sample(config: Any, history: Sequence[Mapping[str, Any]]) -> Sample:

@@ -560,3 +560,12 @@ def test_recorded_random_cell_holds_its_skips(run_dir):
     k, seed = (int(part[1:]) for part in run_dir.name.split("_"))
     assert run.genotype == random_cell(k, seed) and run.genotype.count("skip_connect") == k
     assert run.config.seed == seed and 0.0 < run.test_acc <= 1.0
+
+
+def test_a_chain_config_with_the_noise_fields_at_their_defaults_is_the_same_setting():
+    old = runs.load_mechanism_run(RUNS / "mechanism" / "d16_softmax_s0.json")["config"]
+    new = {**old, "skip_noise": False, "noise_steps": None}
+    assert reproduce.chain_setting(new) == reproduce.chain_setting(old)
+    assert reproduce.chain_setting({**new, "skip_noise": True}) != reproduce.chain_setting(old)
+    noisy = [p for p in CHAINS if p.parent.name == "mechanism_noise"]
+    assert len(noisy) >= 6 and all(runs.load_mechanism_run(p)["config"]["skip_noise"] for p in noisy)
