@@ -234,7 +234,7 @@ def plot_dominant_ops(history: Sequence[dict], primitives: Sequence[str], cell: 
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"edges dominated ({cell_label(cell)})")
+    ax.set_ylabel("edges dominated")
     handles, labels = ax.get_legend_handles_labels()
     ax.legend(handles[::-1], labels[::-1], fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     ax.set_title(title or f"dominant op per edge, {cell_label(cell)}", fontsize=10)
