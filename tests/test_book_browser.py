@@ -39,8 +39,12 @@ PAGES = {
     "intro": "book/intro.html",
     "chapter1": "book/01_darts_in_a_nutshell.html",
     "chapter2": "book/02_the_collapse.html",
+    "chapter3": "book/03_why_it_happens.html",
 }
-NOTEBOOK_PAGES = {"chapter1": "book/01_darts_in_a_nutshell.ipynb", "chapter2": "book/02_the_collapse.ipynb"}
+WIDGET_SELECTOR = {"chapter1": ".widget-slider", "chapter2": ".widget-slider", "chapter3": ".widget-toggle-buttons"}
+"""What each page's saved widget view renders once its JavaScript has run."""
+NOTEBOOK_PAGES = {"chapter1": "book/01_darts_in_a_nutshell.ipynb", "chapter2": "book/02_the_collapse.ipynb",
+                  "chapter3": "book/03_why_it_happens.ipynb"}
 
 
 def _require(condition: bool, why: str) -> None:
@@ -110,8 +114,8 @@ def pages(browser, server):
     opened = {}
     for name in PAGES:
         context, page, errors, blocked = _open(browser, server, name)
-        if name in ("chapter1", "chapter2") and VENDORED:
-            page.wait_for_selector(".widget-slider", timeout=30_000)
+        if name in WIDGET_SELECTOR and VENDORED:
+            page.wait_for_selector(WIDGET_SELECTOR[name], timeout=30_000)
             page.wait_for_timeout(500)
         page.screenshot(path=str(ARTIFACTS / f"book-{name}.png"), full_page=True)
         opened[name] = (page, errors, blocked)
@@ -140,6 +144,8 @@ def test_every_image_loaded(pages, name):
         assert len(images) >= 6, f"chapter 1 should show its figures and drawings, found {len(images)} images"
     if name == "chapter2":
         assert len(images) >= 10, f"chapter 2 should show its plots and cell drawings, found {len(images)} images"
+    if name == "chapter3":
+        assert len(images) >= 8, f"chapter 3 should show its plots, found {len(images)} images"
 
 
 def test_chapter1_widget_view(pages):
@@ -175,6 +181,24 @@ def test_chapter2_epoch_explorer_view(pages):
         assert heading in text, f"chapter 2 lacks its section {heading!r}"
     assert text.count("skip edges in the derived cell, epoch by epoch") == 2, "the live searches' printout is missing"
     assert "|+|" in text, "no NAS-Bench-201 cell string is shown"
+
+
+def test_chapter3_condition_explorer_view(pages):
+    page, errors, _ = pages["chapter3"]
+    assert page.locator('script[type="application/vnd.jupyter.widget-state+json"]').count() == 1, \
+        "the widget state was not saved with the executed notebook"
+    if VENDORED:  # the toggles, the checkboxes and the redrawn figure render without any network access
+        assert page.locator(".widget-toggle-buttons").count() >= 1, "the relaxation toggle is not rendered"
+        assert page.locator(".widget-checkbox").count() >= 2, "the noise / skip checkboxes are not rendered"
+        ok = page.evaluate("""() => Array.from(document.querySelectorAll('.jupyter-widgets img, img.widget-image'))
+                              .some(i => i.naturalWidth > 0)""")
+        assert ok, "the explorer's figure is not rendered"
+    assert not [e for e in errors if "widget" in e.lower()], f"widget errors in the page: {errors}"
+    text = page.locator("main").inner_text()
+    for heading in ("The result", "The two conditions", "Break the exclusive competition", "Break the unfair advantage",
+                    "Take skip away", "What skips cost", "The collapse indicator", "Explorer"):
+        assert heading in text, f"chapter 3 lacks its section {heading!r}"
+    assert "Hessian eigenvalue" in text
 
 
 def test_chapter1_has_a_static_figure_for_the_explorer(pages):
