@@ -584,11 +584,16 @@ def _note(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=8, color="gray", wrap=True)
 
 
+HESSIAN_LINTHRESH = 1.0
+"""The Hessian eigenvalue is drawn on a symmetric log scale, linear within +-1: single-batch estimates span
+from large negative values (early, near a saddle) to tens."""
+
+
 def condition_explorer_figure(state: Dict[str, Any], axes=None, title: Optional[str] = None):
     """Two panels for one condition, one line per seed: (a) the skip edges of the derived cell per epoch
     (lines nudged apart by a few hundredths of an edge so that equal counts stay visible), (b) the dominant
-    Hessian eigenvalue per epoch (RobustDARTS's collapse indicator), with a note where it was not recorded.
-    ``axes``: two matplotlib axes to draw into (default: a new figure). Returns ``(figure, axes)``."""
+    Hessian eigenvalue per epoch (RobustDARTS's collapse indicator) on a symmetric log scale
+    (:data:`HESSIAN_LINTHRESH`), with a note where it was not recorded. ``axes``: two matplotlib axes to draw into (default: a new figure). Returns ``(figure, axes)``."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
@@ -616,7 +621,9 @@ def condition_explorer_figure(state: Dict[str, Any], axes=None, title: Optional[
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
     ax_hess.set_ylabel("Hessian eigenvalue")
-    if not state["hessian_recorded"]:
+    if state["hessian_recorded"]:  # symmetric log: early estimates can be large and negative (a saddle)
+        ax_hess.set_yscale("symlog", linthresh=HESSIAN_LINTHRESH)
+    else:
         ax_hess.tick_params(left=False, labelleft=False)  # per axes: a shared y axis keeps its ticks elsewhere
     if not state["recorded"]:
         _note(ax_skip, f"no recorded search for\n'{state['label']}'")
