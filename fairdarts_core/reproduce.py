@@ -475,8 +475,22 @@ def check_search_files(run: "_runs.SearchRun") -> List[str]:
     if run.genotype != genotype_from_dict(history[-1]["genotype"]):
         problems.append("genotype.json is not the last epoch's genotype")
     problems += _saved_weight_problems(run, space)
-    problems += _provenance_problems(run.provenance, "fairdarts search", [f"seed={cfg.seed}"])
+    problems += _provenance_problems(run.provenance, "fairdarts search", _seed_said(cfg.seed, run.provenance))
     return problems
+
+
+def _seed_said(seed: int, provenance: Optional[Mapping[str, Any]]) -> List[str]:
+    """What the first recorded command must say about the seed: ``seed=N``, unless the command left the seed
+    at :class:`~fairdarts_core.presets.SearchConfig`'s default (no preset sets one)."""
+    from dataclasses import fields
+
+    from .presets import SearchConfig
+
+    default = next(f.default for f in fields(SearchConfig) if f.name == "seed")
+    sessions = (provenance or {}).get("sessions") or [provenance or {}]
+    if seed == default and "seed=" not in str(sessions[0].get("command", "")):
+        return []
+    return [f"seed={seed}"]
 
 
 def _cell_label(weight_name: str) -> str:
