@@ -573,3 +573,11 @@ def test_a_chain_config_with_the_noise_fields_at_their_defaults_is_the_same_sett
     assert reproduce.chain_setting({**new, "skip_noise": True}) != reproduce.chain_setting(old)
     noisy = [p for p in CHAINS if p.parent.name == "mechanism_noise"]
     assert len(noisy) >= 6 and all(runs.load_mechanism_run(p)["config"]["skip_noise"] for p in noisy)
+
+
+def test_a_spread_from_few_seeds_widens_the_tolerance_as_students_t():
+    assert reproduce.few_seeds_factor(None) == 1.0 and reproduce.few_seeds_factor(500) == 1.0
+    assert reproduce.few_seeds_factor(3) == pytest.approx(12.92 / 3.291)
+    assert reproduce.few_seeds_factor(11) == reproduce.few_seeds_factor(10)  # the entry at or below
+    factors = [reproduce.few_seeds_factor(d) for d in range(1, 130)]
+    assert all(a >= b for a, b in zip(factors, factors[1:])) and reproduce.few_seeds_factor(0) == float("inf")
