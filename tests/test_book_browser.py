@@ -179,7 +179,7 @@ def test_chapter2_epoch_explorer_view(pages):
     for heading in ("The collapse, live", "Thirty epochs, several seeds", "What the collapse costs", "Explorer",
                     "Why depth matters", "The DARTS space"):
         assert heading in text, f"chapter 2 lacks its section {heading!r}"
-    assert text.count("skip edges in the derived cell, epoch by epoch") == 2, "the live searches' printout is missing"
+    assert text.count("skip edges in the derived cell, epoch by epoch") >= 2, "the live searches' printout is missing"
     assert "|+|" in text, "no NAS-Bench-201 cell string is shown"
 
 
