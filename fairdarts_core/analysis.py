@@ -1,11 +1,13 @@
 """What the book measures: cost of an evaluation network (FLOPs, parameters) and, in other sections,
-properties of a search (dominant ops, skip share, discretization gap, Hessian).
+properties of a search (dominant ops, skip share, the Hessian eigenvalue, the discretization gap).
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
-from typing import Dict, List, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -278,3 +280,146 @@ def hessian_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, itera
 def _normalized(vectors: List[torch.Tensor]) -> List[torch.Tensor]:
     norm = torch.sqrt(sum((u * u).sum() for u in vectors))
     return [u / norm for u in vectors]
+
+
+# ==========================================================================================================
+# The discretization gap (Fair DARTS, Sec. 4.2): what deriving the cell costs the trained supernet
+# ==========================================================================================================
+#
+# After a search the derived cell keeps one op per kept edge and drops the rest: the network changes. The
+# gap compares, on the same held-out images and with the same trained network weights, the supernet with its
+# relaxed weights and the same supernet with the derived cell's weights (1 for every kept op, 0 for every
+# other): no retraining. The zero-one loss (Eq. 5) drives every sigmoid towards 0 or 1, so the two networks
+# differ little; softmax weights of many ops stay far from one-hot, and the gap is large.
+
+Batches = Sequence[Tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class DiscretizationGap:
+    """The supernet before (``relaxed_*``) and after (``discrete_*``) discretization, on the same images:
+    mean cross-entropy and accuracy; ``finetuned_*`` after a short training of the discretized network's
+    weights (None when not asked for). ``distance_from_binary``: the mean of ``min(w, 1 - w)`` over every
+    relaxed weight (0: every weight is 0 or 1; 0.5: all at 0.5)."""
+
+    relaxed_loss: float
+    relaxed_acc: float
+    discrete_loss: float
+    discrete_acc: float
+    distance_from_binary: float
+    finetuned_loss: Optional[float] = None
+    finetuned_acc: Optional[float] = None
+
+    @property
+    def acc_gap(self) -> float:
+        """Accuracy lost by discretizing: ``relaxed_acc - discrete_acc``."""
+        return self.relaxed_acc - self.discrete_acc
+
+    @property
+    def loss_gap(self) -> float:
+        """Loss added by discretizing: ``discrete_loss - relaxed_loss``."""
+        return self.discrete_loss - self.relaxed_loss
+
+    def to_dict(self) -> Dict[str, Optional[float]]:
+        return {**dataclasses.asdict(self), "acc_gap": self.acc_gap, "loss_gap": self.loss_gap}
+
+
+def distance_from_binary(weights) -> float:
+    """Mean of ``min(w, 1 - w)`` over every entry of ``weights`` (one matrix or several, e.g. the normal and
+    reduction cells): how far relaxed weights are from a 0/1 choice."""
+    mats = [weights] if isinstance(weights, (np.ndarray, torch.Tensor)) else list(weights)
+    w = np.concatenate([np.asarray(torch.as_tensor(m).detach().cpu(), dtype=np.float64).reshape(-1) for m in mats])
+    return float(np.minimum(w, 1.0 - w).mean())
+
+
+def discrete_weights(model: nn.Module, genotype) -> Tuple[torch.Tensor, ...]:
+    """The derived cell(s) ``genotype`` as 0/1 weight matrices in ``model``'s layout (its ``forward``'s
+    ``weights``): 1 for every op the cell keeps, 0 for every other."""
+    from .spaces import space_of
+
+    reference = model.relaxed_weights()[0]
+    mats = space_of(genotype).discrete_weights(genotype, model.config.primitives)
+    return tuple(torch.as_tensor(m, dtype=reference.dtype, device=reference.device) for m in mats)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Batches, weights: Optional[Sequence[torch.Tensor]] = None) -> Tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` over ``batches`` in eval mode (BN running statistics),
+    with its relaxed weights or, given, ``weights`` (``model(x, weights)``). The mode is restored."""
+    was_training = model.training
+    model.eval()
+    loss, correct, n = 0.0, 0, 0
+    try:
+        for x, y in batches:
+            logits = model(x) if weights is None else model(x, weights)
+            loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            n += len(y)
+    finally:
+        model.train(was_training)
+    if n == 0:
+        raise ValueError("no images to evaluate on: batches is empty")
+    return loss / n, correct / n
+
+
+def finetune_discrete(model: nn.Module, weights: Sequence[torch.Tensor], batches: Batches, lr: float = 0.01,
+                      momentum: float = 0.9, weight_decay: float = 3e-4) -> nn.Module:
+    """A copy of ``model`` whose network weights are trained for one pass over ``batches`` (one SGD step
+    per batch, training mode, no noise on skip) with the edge weights fixed to ``weights``; ``model`` is
+    left as it was."""
+    tuned = copy.deepcopy(model)
+    tuned.skip_noise_std = 0.0
+    tuned.train()
+    opt = torch.optim.SGD(tuned.network_parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    for x, y in batches:
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(tuned(x, weights), y).backward()
+        opt.step()
+    return tuned
+
+
+def discretization_gap(model: nn.Module, batches: Batches, genotype=None, finetune_batches: Optional[Batches] = None,
+                       finetune_lr: float = 0.01) -> DiscretizationGap:
+    """The discretization gap of a trained supernet (Fair DARTS, Sec. 4.2) on the held-out ``batches``
+    (a list of ``(images, labels)``): (a) the supernet with its relaxed weights, (b) the same supernet with
+    ``genotype``'s 0/1 weights (default: ``model.genotype()``, the relaxation's own derive rule), no
+    retraining, and, when ``finetune_batches`` are given, (c) the discretized supernet after one pass of
+    SGD over them (:func:`finetune_discrete`). Every measurement is in eval mode; ``model`` is not changed."""
+    batches = list(batches)
+    genotype = model.genotype() if genotype is None else genotype
+    weights = discrete_weights(model, genotype)
+    relaxed = [w.detach() for w in model.relaxed_weights()]
+    relaxed_loss, relaxed_acc = evaluate(model, batches)
+    discrete_loss, discrete_acc = evaluate(model, batches, weights)
+    tuned_loss = tuned_acc = None
+    if finetune_batches is not None:
+        tuned = finetune_discrete(model, weights, finetune_batches, lr=finetune_lr)
+        tuned_loss, tuned_acc = evaluate(tuned, batches, weights)
+    return DiscretizationGap(relaxed_loss, relaxed_acc, discrete_loss, discrete_acc, distance_from_binary(relaxed),
+                             tuned_loss, tuned_acc)
+
+
+def gap_of_run(run_dir, images: int = 500, finetune_steps: int = 0, method: Optional[str] = None,
+               threshold: Optional[float] = None, device: str = "cpu") -> Tuple[DiscretizationGap, object]:
+    """The discretization gap of a search run's latest checkpoint (``RUN_DIR/checkpoint.pt``) on ``images``
+    held-out test images of its data set, with the cell its derive rule (or ``method`` / ``threshold``)
+    gives; ``finetune_steps`` > 0 adds (c), that many SGD steps (at the search's initial learning rate) on
+    batches of the run's weights split.
+    Returns the gap and the genotype it measured."""
+    from .data import Augment, held_out_batches, search_loaders
+    from .runs import load_search_run
+    from .spaces import get_space
+
+    run = load_search_run(run_dir)
+    cfg = dataclasses.replace(run.config, **{k: v for k, v in (("parse_method", method), ("threshold", threshold))
+                                             if v is not None})
+    model = run.supernet(device)
+    space = get_space(cfg.space)
+    genotype = space.derive([w.detach().cpu().numpy() for w in model.relaxed_weights()], cfg, space.derive_method(cfg))
+    batches = held_out_batches(cfg.dataset, images, cfg.data_dir, cfg.image_size, seed=cfg.seed, device=device)
+    tune = None
+    if finetune_steps:
+        train, _, _ = search_loaders(cfg.dataset, cfg.data_dir, cfg.subset, cfg.train_portion, cfg.image_size,
+                                     cfg.batch_size, cfg.seed, Augment(crop_pad=cfg.crop_pad, flip=cfg.flip), device)
+        tune = list(train.epoch(0, finetune_steps))
+    return discretization_gap(model, batches, genotype, tune, finetune_lr=cfg.lr), genotype

@@ -484,6 +484,41 @@ def run_evaluate_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- gap: what deriving the cell costs a trained supernet ---------------------------------------------------
+
+def add_gap(sub) -> None:
+    p = _command(sub, "gap", "The discretization gap of a search run (Fair DARTS, Sec. 4.2): its supernet with the "
+                 "relaxed weights against the same supernet with the derived cell's 0/1 weights, on held-out "
+                 "test images (needs RUN_DIR/checkpoint.pt).", run_gap_cmd)
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a search run directory with its checkpoint.pt")
+    p.add_argument("--images", type=positive_int, default=500, metavar="N", help="held-out test images (500)")
+    p.add_argument("--finetune-steps", type=int, default=0, metavar="K",
+                   help="also measure the discretized supernet after K SGD steps on its weights (0: no)")
+    p.add_argument("--method", help="derive rule (default: the run's)")
+    p.add_argument("--threshold", type=float, help="derive threshold (default: the run's)")
+    add_shared_options(p, ("json", "threads", "device"), threads=dict(help="torch intra-op threads (default: torch's)"),
+                       device=dict(default="cpu", help="cpu, cuda, cuda:1 ... (cpu)"))
+
+
+def run_gap_cmd(args: argparse.Namespace) -> int:
+    from .analysis import gap_of_run
+    if args.finetune_steps < 0:
+        raise ValueError(f"--finetune-steps must be 0 or more; got {args.finetune_steps}")
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    gap, genotype = gap_of_run(args.run_dir, args.images, args.finetune_steps, args.method, args.threshold, args.device)
+    lines = [f"{args.run_dir}: derived cell {genotype}",
+             f"  relaxed supernet:    loss {gap.relaxed_loss:.4f}  accuracy {gap.relaxed_acc:.4f}",
+             f"  discretized:         loss {gap.discrete_loss:.4f}  accuracy {gap.discrete_acc:.4f}  "
+             f"(gap {gap.acc_gap:+.4f})",
+             f"  mean distance of the relaxed weights from 0/1: {gap.distance_from_binary:.4f}"]
+    if gap.finetuned_acc is not None:
+        lines.append(f"  {f'after {args.finetune_steps} steps:':<20} loss {gap.finetuned_loss:.4f}  accuracy {gap.finetuned_acc:.4f}")
+    emit(args, {"run_dir": str(args.run_dir), "genotype": genotype.to_dict(), **gap.to_dict()}, "\n".join(lines))
+    return 0
+
+
 # --- bench: the fast path against the reference ------------------------------------------------------------
 
 def add_bench(sub) -> None:
@@ -498,7 +533,8 @@ def add_bench(sub) -> None:
 
 # --- the command ----------------------------------------------------------------------------------------
 
-ADDERS: List[Callable] = [add_search, add_parse, add_flops, add_plot, add_mechanism, add_train, add_evaluate, add_bench]
+ADDERS: List[Callable] = [add_search, add_parse, add_gap, add_flops, add_plot, add_mechanism, add_train, add_evaluate,
+                          add_bench]
 """Functions ``add(subparsers)``, one per sub-command, in the order ``--help`` lists them."""
 
 

@@ -384,3 +384,17 @@ def search_loaders(dataset: str, data_dir=None, subset: Optional[int] = None, tr
     train = TensorLoader(images[:split], labels[:split], batch_size, info, True, aug, seed, device=device)
     valid = TensorLoader(images[split:], labels[split:], batch_size, info, True, aug, seed + 1, device=device)
     return train, valid, info
+
+
+def held_out_batches(dataset: str, n_images: int, data_dir=None, image_size: Optional[int] = None,
+                     batch_size: int = 256, seed: int = 0, device="cpu") -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """``n_images`` class-balanced images of the test split (drawn with ``seed``), resized, normalised and
+    not augmented, as a list of ``(images, labels)`` batches: the same held-out images for every
+    measurement (e.g. the discretization gap after every epoch of a search)."""
+    info = dataset_info(dataset)
+    images, labels = load_dataset(dataset, False, data_dir)
+    idx = balanced_subset(labels, n_images, seed)
+    images = resize(images[idx], image_size)
+    info = DatasetInfo(info.name, info.num_classes, info.in_channels, images.shape[-1], info.mean, info.std)
+    loader = TensorLoader(images, labels[idx], batch_size, info, False, device=device)
+    return list(loader.epoch(0))

@@ -590,8 +590,10 @@ class NB201Supernet(nn.Module):
                 layer.formulation = name
 
     # --- forward -------------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        (w,) = self.relaxed_weights()
+    def forward(self, x: torch.Tensor, weights: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
+        """Logits of ``x``. ``weights``: ``(w,)``, the edge weights to use instead of the relaxed ones, e.g.
+        a derived cell's 0/1 weights (:func:`fairdarts_core.analysis.discretization_gap`)."""
+        (w,) = self.relaxed_weights() if weights is None else weights
         h = self.stem(x)
         for layer in self.cells:
             h = layer(h, w, self.skip_noise_std) if isinstance(layer, NB201SearchCell) else layer(h)

@@ -246,6 +246,11 @@ class SearchConfig:
     # a collapse indicator (RobustDARTS): the dominant Hessian eigenvalue of the validation loss w.r.t. alpha,
     # measured after every epoch on one fixed architecture batch (analysis.hessian_eigenvalue)
     track_hessian: bool = False
+    # the discretization gap (Fair DARTS, Sec. 4.2): the supernet with its relaxed weights against the same
+    # supernet with the derived cell's 0/1 weights, after every epoch, on gap_images held-out test images
+    # (analysis.discretization_gap)
+    track_gap: bool = False
+    gap_images: int = 500
     # run
     seed: int = 2
     device: str = "auto"                   # "auto": cuda when available, else cpu
@@ -282,6 +287,10 @@ class SearchConfig:
         f.flag("skip_noise")
         f.number("noise_epochs", 1, integer=True, why="the epochs over which the noise decays to 0")
         f.flag("track_hessian")
+        f.flag("track_gap")
+        test_images = split_size(self.dataset, False)
+        f.number("gap_images", 1, test_images, integer=True,
+                 why=f"the held-out images the gap is measured on, from the {test_images} of the test split")
         if self.skip_noise and "skip_connect" not in self.primitives:
             raise _refuse("skip_noise", True, "noise on skip needs skip_connect among the primitives")
         space.check_search_config(self)

@@ -143,6 +143,10 @@ def search_statistics(record: Mapping[str, Any], config: Any) -> Dict[str, float
             out[f"above threshold[{cell}]"] = float((W >= config.threshold).sum())
     if record.get("hessian_eigenvalue") is not None:  # the collapse indicator chapter 3 reads
         out["hessian eigenvalue[alpha]"] = float(record["hessian_eigenvalue"])
+    if record.get("gap") is not None:  # the discretization gap chapter 4 reads
+        for net in ("relaxed", "discrete"):
+            out[f"gap accuracy[{net}]"] = float(record["gap"][f"{net}_acc"])
+        out["distance from binary[alpha]"] = float(record["gap"]["distance_from_binary"])
     for split in ("train", "val"):
         for what, family in (("loss", "loss"), ("acc", "accuracy")):
             if record.get(f"{split}_{what}") is not None:
@@ -711,9 +715,10 @@ def search_fields(config: Any) -> Tuple[str, ...]:
     """Every field of an epoch record of a search with ``config`` that an exact re-check compares bit for
     bit: its space's relaxed weights (``normal_weight``, ``reduce_weight`` or ``cell_weight``), its skip
     counts (``skip_normal``, ``skip_reduce`` or ``skips``), :data:`SEARCH_FIELDS`, and the Hessian
-    eigenvalue where the search tracked it (``track_hessian``)."""
+    eigenvalue and the discretization gap where the search tracked them (``track_hessian``, ``track_gap``)."""
     space = get_space(config.space)
-    tracked = ("hessian_eigenvalue",) if getattr(config, "track_hessian", False) else ()
+    tracked = tuple(key for key, flag in (("hessian_eigenvalue", "track_hessian"), ("gap", "track_gap"))
+                    if getattr(config, flag, False))
     return (*space.weight_names, *SEARCH_FIELDS, *space.skip_keys, *tracked)
 
 

@@ -75,6 +75,18 @@ def hessian_at(model: torch.nn.Module, batch) -> float:
         model.skip_noise_std = noise
 
 
+def gap_at(model: torch.nn.Module, batches, config: SearchConfig) -> Dict[str, float]:
+    """The tracked discretization gap after an epoch (Fair DARTS, Sec. 4.2;
+    :func:`fairdarts_core.analysis.discretization_gap`): the supernet with its relaxed weights against the
+    same supernet with the cell ``config``'s derive rule gives now, on the fixed held-out ``batches``, in
+    eval mode (nothing of the search changes: no buffer, no random draw)."""
+    from .analysis import discretization_gap
+
+    space = get_space(config.space)
+    genotype = space.derive([w.detach().cpu().numpy() for w in model.relaxed_weights()], config, parse_method(config))
+    return {k: v for k, v in discretization_gap(model, batches, genotype).to_dict().items() if v is not None}
+
+
 # --- building a search --------------------------------------------------------------------------------
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -159,7 +171,8 @@ def format_record(r: dict, epochs: int) -> str:
     return (f"epoch {r['epoch']:>3}/{epochs}  train loss {_fmt(r['train_loss'])} acc {_fmt(r['train_acc'])}  "
             f"val loss {_fmt(r['val_loss'])} acc {_fmt(r['val_acc'])}  L01 {r['zero_one_loss']:+.4f}  "
             f"skips {'/'.join(str(r[k]) for k in SKIP_KEYS if k in r)}  lr {r['lr']:.4g}  {r['seconds']:.1f}s"
-            + (f"  Hessian eigenvalue {r['hessian_eigenvalue']:.4g}" if "hessian_eigenvalue" in r else ""))
+            + (f"  Hessian eigenvalue {r['hessian_eigenvalue']:.4g}" if "hessian_eigenvalue" in r else "")
+            + (f"  gap: acc {r['gap']['relaxed_acc']:.3f} -> {r['gap']['discrete_acc']:.3f}" if "gap" in r else ""))
 
 
 @torch.no_grad()
@@ -205,7 +218,7 @@ def run_search(config: SearchConfig, out_dir: Union[str, Path, None] = None, res
 def _search(config: SearchConfig, run: Optional[RunDir], resume: bool, callback, progress: bool, log) -> SearchResult:
     from tqdm.auto import tqdm
 
-    from .data import Augment, search_loaders
+    from .data import Augment, held_out_batches, search_loaders
 
     if log is None:
         log = tqdm.write if progress else (lambda line: None)
@@ -241,6 +254,8 @@ def _search(config: SearchConfig, run: Optional[RunDir], resume: bool, callback,
     n_steps = len(train_loader)
     zero_one = zero_one_term(config)
     hessian_batch = next(val_loader.epoch(0, 1)) if config.track_hessian else None
+    gap_batches = (held_out_batches(config.dataset, config.gap_images, config.data_dir, config.image_size,
+                                    seed=config.seed, device=device) if config.track_gap else None)
     for epoch in range(start, config.epochs):
         t0 = time.time()
         model.train()
@@ -268,6 +283,8 @@ def _search(config: SearchConfig, run: Optional[RunDir], resume: bool, callback,
         record = epoch_record(epoch, model, config, sums, lr, time.time() - t0, noise)
         if hessian_batch is not None:
             record["hessian_eigenvalue"] = hessian_at(model, hessian_batch)
+        if gap_batches is not None:
+            record["gap"] = gap_at(model, gap_batches, config)
         history.append(record)
         if run is not None:
             _write_epoch(run, model, config, history, w_opt, a_opt, sched)

@@ -21,7 +21,7 @@ import numpy as np
 from torch import nn
 
 from . import nb201
-from .genotype import Genotype
+from .genotype import Genotype, edge_index
 from .ops import DARTS_OPS, OPS
 
 AnyGenotype = Union[Genotype, "nb201.NB201Genotype"]
@@ -49,6 +49,7 @@ class SearchSpace:
     build_network: Callable[[Any, AnyGenotype, int, int], nn.Module]  # (train config, genotype, in, classes)
     check_train_config: Callable[[Any], None]
     check_search_config: Callable[[Any], None]
+    discrete_weights: Callable[[AnyGenotype, Sequence[str]], Tuple[np.ndarray, ...]]  # (genotype, primitives)
     keeps_none: bool = False                     # whether the derive rule can keep `none` (drop an edge by it)
 
     def derive_method(self, config) -> str:
@@ -78,6 +79,26 @@ def _darts_network(config, genotype: Genotype, in_channels: int, num_classes: in
                         drop_path_prob=0.0, in_channels=in_channels)
 
 
+def _op_column(op: str, primitives: Sequence[str]) -> int:
+    if op not in primitives:
+        raise ValueError(f"the derived cell uses {op!r}, which is not among the supernet's ops "
+                         f"({', '.join(primitives)})")
+    return list(primitives).index(op)
+
+
+def _darts_discrete(genotype: Genotype, primitives: Sequence[str]) -> Tuple[np.ndarray, ...]:
+    """The derived cells as (normal, reduce) 0/1 matrices in the supernet's layout: 1 where the cell keeps
+    op k on the edge of row r, 0 elsewhere (a node without kept inputs sums nothing: it outputs zeros)."""
+    rows = {edge: r for r, edge in enumerate(edge_index(genotype.steps))}
+    matrices = []
+    for kind in ("normal", "reduce"):
+        m = np.zeros((len(rows), len(primitives)), dtype=np.float32)
+        for op, to, src in genotype.cell(kind):
+            m[rows[(to, src)], _op_column(op, primitives)] = 1.0
+        matrices.append(m)
+    return tuple(matrices)
+
+
 def _no_check(config) -> None:
     return None
 
@@ -90,7 +111,8 @@ DARTS = SearchSpace(
     build_supernet=_darts_supernet, derive=_darts_derive,
     skip_counts=lambda g: {"skip_normal": g.count("skip_connect", "normal"),
                            "skip_reduce": g.count("skip_connect", "reduce")},
-    build_network=_darts_network, check_train_config=_no_check, check_search_config=_no_check)
+    build_network=_darts_network, check_train_config=_no_check, check_search_config=_no_check,
+    discrete_weights=_darts_discrete)
 
 
 # --- the NAS-Bench-201 space ------------------------------------------------------------------------------
@@ -127,6 +149,16 @@ def _nb201_network(config, genotype, in_channels: int, num_classes: int) -> nn.M
     return nb201.NB201Network(genotype, config.channels, _stages(config), in_channels, num_classes)
 
 
+def _nb201_discrete(genotype, primitives: Sequence[str]) -> Tuple[np.ndarray, ...]:
+    """The derived cell as one (6, n_ops) 0/1 matrix: 1 for the op each edge keeps; a ``none`` edge is a
+    row of zeros (the supernet's ``none`` adds nothing either way)."""
+    m = np.zeros((nb201.NUM_EDGES, len(primitives)), dtype=np.float32)
+    for row, op in enumerate(genotype.ops):
+        if op != "none":
+            m[row, _op_column(op, primitives)] = 1.0
+    return (m,)
+
+
 NB201 = SearchSpace(
     name=nb201.SPACE, ops=nb201.NB201_OPS, default_ops=nb201.NB201_OPS, weight_names=("cell_weight",),
     derive_methods=nb201.DERIVE_METHODS, default_derive=nb201.DEFAULT_DERIVE, skip_keys=("skips",),
@@ -134,7 +166,7 @@ NB201 = SearchSpace(
     derive=lambda relaxed, config, method: nb201.derive(relaxed[0], config.primitives, method, config.threshold),
     skip_counts=lambda g: {"skips": g.count("skip_connect")},
     build_network=_nb201_network, check_train_config=_nb201_check_train, check_search_config=_nb201_check_search,
-    keeps_none=True)
+    discrete_weights=_nb201_discrete, keeps_none=True)
 
 
 SPACES: Dict[str, SearchSpace] = {DARTS.name: DARTS, NB201.name: NB201}

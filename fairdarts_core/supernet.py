@@ -218,8 +218,10 @@ class Supernet(nn.Module):
             cell.formulation, cell.fast_options = formulation, self.config.fast_options
 
     # --- forward -------------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w_normal, w_reduce = self.relaxed_weights()
+    def forward(self, x: torch.Tensor, weights: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
+        """Logits of ``x``. ``weights``: the (normal, reduce) edge weights to use instead of the relaxed
+        ones, e.g. a derived cell's 0/1 weights (:func:`fairdarts_core.analysis.discretization_gap`)."""
+        w_normal, w_reduce = self.relaxed_weights() if weights is None else weights
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal, self.skip_noise_std)
