@@ -511,6 +511,150 @@ def check_power_iteration(fn: Callable, iterations: int = 100, seed: int = 0, rt
                              f"{len(_power_cases())} random symmetric matrices (within {rtol:g} relative).")
 
 
+def _zero_one_variants(w: torch.Tensor, kind: str) -> Dict[str, torch.Tensor]:
+    """The usual mistakes in the zero-one loss, each with the hint its author gets."""
+    d = w - 0.5
+    right = -(d * d).mean() if kind == "l2" else -d.abs().mean()
+    other = -d.abs().mean() if kind == "l2" else -(d * d).mean()
+    total = -(d * d).sum() if kind == "l2" else -d.abs().sum()
+    return {
+        "the sign is flipped: the loss must be lowest (most negative) when every weight is 0 or 1, so it is "
+        "minus the mean distance from 0.5": -right,
+        "it sums over the weights; the paper takes the mean (so the weight w = 10 does not depend on the number "
+        "of edges and ops)": total,
+        f"that is the {'L1' if kind == 'l2' else 'L2'} form; kind={kind!r} asks for "
+        + ("-mean((w - 0.5) ** 2)" if kind == "l2" else "-mean(|w - 0.5|)"): other,
+        "the distance is measured from 0, not from 0.5: L01 rewards weights far from 0.5 in either direction":
+            -(w * w).mean() if kind == "l2" else -w.abs().mean(),
+        "it applies the sigmoid again: the function receives the weights sigma(alpha), already in [0, 1]":
+            -((torch.sigmoid(w) - 0.5) ** 2).mean() if kind == "l2" else -(torch.sigmoid(w) - 0.5).abs().mean(),
+    }
+
+
+def check_zero_one_loss(fn: Callable, seed: int = 0) -> CheckResult:
+    """Check ``fn(weights, kind="l2") -> scalar tensor``: Fair DARTS's zero-one loss (Eq. 5) of a tensor of
+    sigmoid weights, ``-mean((w - 0.5)^2)`` (``kind="l2"``, the paper's) or ``-mean(|w - 0.5|)``
+    (``kind="l1"``). It must stay differentiable: the search adds ``w01 * L01`` to the architecture loss and
+    back-propagates through it. The reference is :func:`fairdarts_core.relax.zero_one_loss`."""
+    from .relax import zero_one_loss
+
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(14, 7), (6, 5), (3, 2, 4)]
+    for kind in ("l2", "l1"):
+        for shape in shapes:
+            alpha = torch.randn(shape, generator=g, dtype=torch.float64) * 2
+            w = torch.sigmoid(alpha).requires_grad_(True)
+            got, err = _call(fn, w, kind)
+            if err is not None:
+                return err
+            if not isinstance(got, torch.Tensor):
+                return CheckResult(False, f"it returned a {type(got).__name__}; return a torch tensor (one number), "
+                                          f"so that the search can back-propagate through it")
+            if got.numel() != 1:
+                return CheckResult(False, f"it returned a tensor of shape {tuple(got.shape)}; the loss is one "
+                                          f"number, the mean over every weight")
+            expected = zero_one_loss(w.detach(), kind)
+            if not _close(got.detach().reshape(()).to(expected.dtype), expected, tol=1e-6):
+                for hint, wrong in _zero_one_variants(w.detach(), kind).items():
+                    if _close(got.detach().reshape(()).to(wrong.dtype), wrong, tol=1e-6):
+                        return CheckResult(False, hint)
+                return CheckResult(False, f"kind={kind!r}, weights of shape {shape}: expected {float(expected):.6f}, "
+                                          f"got {float(got):.6f}")
+            if not got.requires_grad:
+                return CheckResult(False, "the result carries no gradient (a .item(), numpy or torch.no_grad() "
+                                          "inside?): the search back-propagates through the loss to alpha")
+            (grad,) = torch.autograd.grad(got.reshape(()), w)
+            d = w.detach() - 0.5
+            want = -2 * d / d.numel() if kind == "l2" else -torch.sign(d) / d.numel()
+            if not _close(grad, want, tol=1e-8):
+                return CheckResult(False, "the value is right but its gradient is not: build it from torch "
+                                          "operations on the tensor you were given")
+    return CheckResult(True, "your zero-one loss matches Eq. 5 in both forms (L2 and L1), values and gradients, "
+                             f"on {len(shapes)} shapes each.")
+
+
+def _gap_cases(seed: int) -> list:
+    """Tiny NAS-Bench-201 supernets (sigmoid and softmax, random alphas) whose network weights are trained
+    for a few steps with their relaxed weights on a learnable task (the label is the brightest quadrant of
+    the image), and those images: the relaxed supernet fits them, the discretized one less so."""
+    from .nb201 import NB201Config, NB201Supernet
+
+    cases = []
+    for k, relaxation in enumerate(("sigmoid", "softmax", "sigmoid")):
+        torch.manual_seed(seed + k)
+        model = NB201Supernet(NB201Config(channels=4, cells_per_stage=1, in_channels=1, num_classes=4,
+                                          relaxation=relaxation, alpha_init_std=1.5))
+        g = torch.Generator().manual_seed(seed + 10 + k)
+        batches = []
+        for _ in range(3):
+            x = torch.randn(32, 1, 8, 8, generator=g)
+            quadrants = x.unfold(2, 4, 4).unfold(3, 4, 4).mean((-1, -2)).reshape(32, 4)
+            batches.append((x, quadrants.argmax(1)))
+        opt = torch.optim.SGD(model.network_parameters(), lr=0.02, momentum=0.9)
+        for _ in range(10):
+            for x, y in batches:
+                opt.zero_grad()
+                nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+        cases.append((model.eval(), batches))
+    return cases
+
+
+def _accuracy(model: nn.Module, batches, weights=None, train: bool = False) -> float:
+    model.train(train)
+    with torch.no_grad():
+        hits = sum(int((model(x, weights).argmax(1) == y).sum()) for x, y in batches)
+    return hits / sum(len(y) for _, y in batches)
+
+
+def check_discretization_gap(fn: Callable, seed: int = 0) -> CheckResult:
+    """Check ``fn(model, batches) -> float``: the accuracy gap ``relaxed - discretized`` of a NAS-Bench-201
+    supernet on ``batches`` (a list of ``(images, labels)``), where the discretized supernet keeps on every
+    edge only its strongest op (weight 1, the others 0: ``model(x, weights)`` with ``weights = (w,)``, a
+    ``(6, n_ops)`` 0/1 matrix), both in eval mode, with the same network weights. The reference is
+    :func:`fairdarts_core.analysis.discretization_gap` with the argmax rule (``model.genotype("darts")``)."""
+    from .analysis import discretization_gap
+
+    for k, (model, batches) in enumerate(_gap_cases(seed)):
+        model.eval()
+        state = {name: t.clone() for name, t in model.state_dict().items()}
+        expected = discretization_gap(model, batches, model.genotype("darts"))
+        got, err = _call(fn, model, batches)
+        if err is not None:
+            return err
+        changed = [name for name, t in model.state_dict().items() if not torch.equal(t, state[name])]
+        if changed:
+            return CheckResult(False, f"your function changed the model ({changed[0]}): measure the discretized "
+                                      f"network by passing weights to model(x, weights), not by editing alpha or "
+                                      f"running it in training mode (which updates the BN statistics)")
+        value = _as_number(got)
+        if value is None:
+            return CheckResult(False, f"it returned a {type(got).__name__}; return one number, the accuracy of the "
+                                      f"relaxed supernet minus that of the discretized one")
+        if abs(value - expected.acc_gap) < 1e-9:
+            continue
+        (w,) = model.relaxed_weights()
+        hot = (torch.nn.functional.one_hot(w.argmax(1), w.shape[1]).to(w.dtype),)
+        hints = {
+            "the sign is flipped: the gap is relaxed accuracy minus discretized accuracy (what deriving the cell "
+            "costs)": -expected.acc_gap,
+            "that is the loss gap; the exercise asks for the accuracy gap": expected.loss_gap,
+            "those numbers come from training mode (BN with the batch's statistics); measure both networks with "
+            "model.eval(), as a trained network is used": _accuracy(model, batches, train=True)
+            - _accuracy(model, batches, hot, train=True),
+            "that is the discretized network's accuracy alone; return relaxed minus discretized":
+                expected.discrete_acc,
+        }
+        model.load_state_dict(state)
+        for hint, wrong in hints.items():
+            if abs(value - wrong) < 1e-9:
+                return CheckResult(False, hint)
+        return CheckResult(False, f"case {k + 1} ({model.config.relaxation}): expected a gap of "
+                                  f"{expected.acc_gap:+.4f} (relaxed {expected.relaxed_acc:.4f}, discretized "
+                                  f"{expected.discrete_acc:.4f}), got {value:+.4f}")
+    return CheckResult(True, "your gap matches the library's on three small trained supernets (sigmoid and softmax).")
+
+
 def _as_number(x) -> Optional[float]:
     """``x`` as a float if it is one number (a Python or numpy number, a 0-d or one-element tensor/array),
     else None."""
@@ -528,4 +672,5 @@ def _as_number(x) -> Optional[float]:
 
 
 __all__: List[str] = ["CheckResult", "check_mixed_edge", "check_dominant_counts", "check_skip_share_per_epoch",
-                      "check_nb201_arch_string", "check_noise_schedule", "check_power_iteration"]
+                      "check_nb201_arch_string", "check_noise_schedule", "check_power_iteration",
+                      "check_zero_one_loss", "check_discretization_gap"]

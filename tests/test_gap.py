@@ -179,3 +179,73 @@ def test_the_gap_command_needs_the_runs_checkpoint(tmp_path, capsys):
     assert "run directory not found" in capsys.readouterr().err
     assert main(["gap", str(run), "--finetune-steps", "-1"]) == 2
     assert "--finetune-steps must be 0 or more" in capsys.readouterr().err
+
+
+# --- the authors' final weights and chapter 4's exercises -------------------------------------------------
+
+def test_the_authors_final_weights_are_zero_or_one_almost_everywhere():
+    from fairdarts_core import FAIR_DARTS_OPS
+    from fairdarts_core.published_weights import PRIMITIVES, authors_final_weights
+
+    runs = authors_final_weights()
+    assert PRIMITIVES == tuple(FAIR_DARTS_OPS) and len(runs) == 8
+    for run in runs:
+        assert set(run) == {"normal_weight", "reduce_weight"}
+        for W in run.values():
+            assert W.shape == (14, 7) and 0 < W.min() and W.max() < 1
+        # every published search derives a cell with the paper's rule (what chapter 4 draws)
+        Genotype.from_weights(run["normal_weight"], run["reduce_weight"], PRIMITIVES, "threshold_sparse", 0.85)
+    every = np.concatenate([W.ravel() for run in runs for W in run.values()])
+    assert np.mean((every > 0.15) & (every < 0.85)) < 0.05  # the zero-one loss's mark: bimodal
+    assert distance_from_binary([W for run in runs for W in run.values()]) < 0.1
+    runs[0]["normal_weight"][:] = 0  # a copy: the published numbers stay
+    assert authors_final_weights()[0]["normal_weight"].max() > 0.9
+
+
+def _zero_one(w, kind="l2"):
+    d = w - 0.5
+    return -(d * d).mean() if kind == "l2" else -d.abs().mean()
+
+
+@pytest.mark.parametrize("fn, words", [
+    (lambda w, kind="l2": -_zero_one(w, kind), "sign is flipped"),
+    (lambda w, kind="l2": _zero_one(w, kind) * w.numel(), "sums over the weights"),
+    (lambda w, kind="l2": _zero_one(w, "l2"), "that is the L2 form"),
+    (lambda w, kind="l2": -(w * w).mean() if kind == "l2" else -w.abs().mean(), "measured from 0, not from 0.5"),
+    (lambda w, kind="l2": _zero_one(torch.sigmoid(w), kind), "applies the sigmoid again"),
+    (lambda w, kind="l2": torch.tensor(float(_zero_one(w, kind))), "carries no gradient"),
+    (lambda w, kind="l2": float(_zero_one(w, kind)), "return a torch tensor"),
+    (lambda w, kind="l2": (w - 0.5) ** 2, "the loss is one number"),
+])
+def test_the_zero_one_loss_checker_accepts_eq5_and_names_each_mistake(fn, words):
+    from fairdarts_core.exercises import check_zero_one_loss
+
+    assert check_zero_one_loss(_zero_one).ok
+    result = check_zero_one_loss(fn)
+    assert not result.ok and words in result.message, result.message
+
+
+def _gap(model, batches, train=False):
+    model.train(train)
+    (w,) = model.relaxed_weights()
+    hot = (F.one_hot(w.argmax(1), w.shape[1]).to(w.dtype),)
+    n = sum(len(y) for _, y in batches)
+    with torch.no_grad():
+        relaxed = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches) / n
+        discrete = sum(int((model(x, hot).argmax(1) == y).sum()) for x, y in batches) / n
+    return relaxed - discrete
+
+
+def test_the_gap_checker_accepts_a_right_gap_and_names_each_mistake():
+    from fairdarts_core.exercises import _gap_cases, check_discretization_gap
+
+    torch.set_num_threads(1)
+    gaps = [discretization_gap(m, b, m.genotype("darts")).acc_gap for m, b in _gap_cases(0)]
+    assert min(gaps) > 0.05  # trained a little, every case has a real gap: a flipped sign cannot pass
+    assert check_discretization_gap(_gap).ok
+    for fn, words in [(lambda m, b: -_gap(m, b), "sign is flipped"),
+                      (lambda m, b: _gap(m, b, train=True), "changed the model"),
+                      (lambda m, b: [_gap(m, b)], "return one number"),
+                      (lambda m, b: 0.0, "expected a gap of")]:
+        result = check_discretization_gap(fn)
+        assert not result.ok and words in result.message, result.message
