@@ -248,7 +248,7 @@ class SearchConfig:
     track_hessian: bool = False
     # the discretization gap (Fair DARTS, Sec. 4.2): the supernet with its relaxed weights against the same
     # supernet with the derived cell's 0/1 weights, after every epoch, on gap_images held-out test images
-    # (analysis.discretization_gap)
+    # (analysis.discretization_gap); a sigmoid search also sweeps the threshold after its last epoch
     track_gap: bool = False
     gap_images: int = 500
     # run

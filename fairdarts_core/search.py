@@ -87,6 +87,30 @@ def gap_at(model: torch.nn.Module, batches, config: SearchConfig) -> Dict[str, f
     return {k: v for k, v in discretization_gap(model, batches, genotype).to_dict().items() if v is not None}
 
 
+GAP_THRESHOLDS = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
+"""The thresholds of the sweep a sigmoid search with ``track_gap`` records after its last epoch
+(``gap_by_threshold``): 0.5, 0.55, ..., 0.95 (Fair DARTS derives at 0.85)."""
+
+
+def gap_by_threshold(model: torch.nn.Module, batches, config: SearchConfig) -> Dict[str, Dict[str, float]]:
+    """The discretized supernet at every threshold of :data:`GAP_THRESHOLDS` with ``config``'s derive rule,
+    on the held-out ``batches``: ``{"0.85": {"discrete_loss", "discrete_acc", "kept"}, ...}`` (``kept``: the
+    number of ops the cell keeps). What a threshold slider redraws without the checkpoint."""
+    from dataclasses import replace
+
+    from .analysis import discrete_weights, evaluate
+
+    space = get_space(config.space)
+    relaxed = [w.detach().cpu().numpy() for w in model.relaxed_weights()]
+    out = {}
+    for t in GAP_THRESHOLDS:
+        genotype = space.derive(relaxed, replace(config, threshold=t), parse_method(config))
+        weights = discrete_weights(model, genotype)
+        loss, acc = evaluate(model, batches, weights)
+        out[f"{t:.2f}"] = {"discrete_loss": loss, "discrete_acc": acc, "kept": int(sum(float(w.sum()) for w in weights))}
+    return out
+
+
 # --- building a search --------------------------------------------------------------------------------
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -285,6 +309,8 @@ def _search(config: SearchConfig, run: Optional[RunDir], resume: bool, callback,
             record["hessian_eigenvalue"] = hessian_at(model, hessian_batch)
         if gap_batches is not None:
             record["gap"] = gap_at(model, gap_batches, config)
+            if config.relaxation == "sigmoid" and epoch == config.epochs - 1:
+                record["gap_by_threshold"] = gap_by_threshold(model, gap_batches, config)
         history.append(record)
         if run is not None:
             _write_epoch(run, model, config, history, w_opt, a_opt, sched)

@@ -150,6 +150,12 @@ def test_a_search_tracks_the_gap_without_changing_its_course(tmp_path):
     last = tracked.history[-1]["gap"]
     assert set(last) == {"relaxed_loss", "relaxed_acc", "discrete_loss", "discrete_acc", "distance_from_binary",
                          "acc_gap", "loss_gap"}
+    # after the last epoch, the threshold sweep; at the run's own threshold it is the record's gap
+    sweep = tracked.history[-1]["gap_by_threshold"]
+    assert "gap_by_threshold" not in tracked.history[0] and list(sweep)[0] == "0.50" and len(sweep) == 10
+    assert sweep["0.85"]["discrete_acc"] == last["discrete_acc"] and sweep["0.85"]["discrete_loss"] == last["discrete_loss"]
+    kept = [v["kept"] for v in sweep.values()]
+    assert kept == sorted(kept, reverse=True)  # a higher threshold keeps fewer ops
     # the same measurement from the run's checkpoint afterwards
     gap, genotype = gap_of_run(tmp_path / "run", images=50)
     assert genotype == tracked.genotype
