@@ -421,3 +421,36 @@ def plot_mechanism_layers(result: dict, axes=None, title: Optional[str] = None):
     fig.suptitle(title or f"depth {depth}, {cfg['relaxation']}, seed {cfg['seed']}", fontsize=10)
     fig.tight_layout()
     return fig, axes
+
+
+def plot_weight_histograms(groups, threshold: Optional[float] = 0.85, axes=None, bins: int = 20):
+    """Histograms of relaxed weights side by side, one panel per group (``{label: [matrices]}``, e.g. the
+    final weights of DARTS, of Fair DARTS without and with the zero-one loss, and the authors' own): the
+    share of weights per bin on [0, 1], the ``threshold`` as a dashed line, and in each title the share of
+    weights between 0.15 and 0.85, neither clearly off nor clearly on. Returns ``(figure, axes)``."""
+    import matplotlib.pyplot as plt
+
+    groups = dict(groups)
+    if not groups:
+        raise ValueError("no weights to draw: groups is empty")
+    if axes is None:
+        fig, axes = plt.subplots(1, len(groups), figsize=(2.6 * len(groups) + 0.6, 2.6), sharey=True, squeeze=False)
+        axes = axes[0]
+    fig = axes[0].figure
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    for ax, (label, mats) in zip(axes, groups.items()):
+        mats = [mats] if isinstance(mats, np.ndarray) else list(mats)
+        w = np.concatenate([np.asarray(m, dtype=np.float64).ravel() for m in mats]) if mats else np.zeros(0)
+        if w.size:
+            ax.hist(w, bins=edges, weights=np.full(w.size, 1.0 / w.size), color="#4c72b0")
+            middle = float(np.mean((w > 0.15) & (w < 0.85)))
+            ax.set_title(f"{label}\n{middle:.0%} of {w.size} in (0.15, 0.85)", fontsize=9)
+        else:
+            ax.set_title(f"{label}\n(no weights)", fontsize=9)
+        if threshold is not None:
+            ax.axvline(threshold, color="#c44e52", ls="--", lw=1)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("relaxed weight")
+    axes[0].set_ylabel("share of weights")
+    fig.tight_layout()
+    return fig, axes

@@ -726,9 +726,219 @@ def condition_explorer_static(runs: Sequence[Any], conditions: Optional[Sequence
 
 
 
+# --- the gap explorer (chapter 4): the zero-one weight and the threshold ----------------------------------
+
+def ablation_of(config) -> str:
+    """The zero-one setting of a search, as chapter 4 names it: ``"softmax"`` (DARTS), ``"sigmoid, w=0"``
+    (no zero-one loss), or ``"sigmoid, L2 w=10"`` (the paper's) and its variants."""
+    if config.relaxation == "softmax":
+        return "softmax"
+    if not config.zero_one_weight:
+        return "sigmoid, w=0"
+    return f"sigmoid, {config.zero_one_kind.upper()} w={config.zero_one_weight:g}"
+
+
+def _ablation_order(config) -> tuple:
+    return (config.relaxation != "softmax", config.zero_one_kind != "l2", float(config.zero_one_weight))
+
+
+def recorded_ablations(runs: Sequence[Any]) -> List[str]:
+    """The zero-one settings of ``runs`` (searches with ``.config``), softmax first, then by kind and weight."""
+    first = {}
+    for run in sorted(runs, key=lambda r: _ablation_order(r.config)):
+        first.setdefault(ablation_of(run.config), run)
+    return list(first)
+
+
+def _final_weights(run) -> List[np.ndarray]:
+    from .spaces import get_space
+
+    last = run.history[-1]
+    return [np.asarray(last[name], dtype=np.float64) for name in get_space(run.config.space).weight_names]
+
+
+def _derive_at(run, threshold: float):
+    """The cell ``run``'s derive rule gives from its final weights at ``threshold`` (softmax: DARTS's rule,
+    which has no threshold), and the number of ops it keeps."""
+    import dataclasses
+
+    from .spaces import get_space
+
+    space = get_space(run.config.space)
+    config = dataclasses.replace(run.config, threshold=float(threshold))
+    genotype = space.derive(_final_weights(run), config, space.derive_method(config))
+    kept = int(sum(m.sum() for m in space.discrete_weights(genotype, run.config.primitives)))
+    return genotype, kept
+
+
+def _threshold_key(threshold: float) -> str:
+    return f"{threshold:.2f}"
+
+
+def gap_explorer_state(runs: Sequence[Any], setting: str, threshold: float = 0.85) -> Dict[str, Any]:
+    """What the recorded searches of one zero-one ``setting`` (:func:`ablation_of`) give at ``threshold``.
+
+    ``runs``: recorded searches with ``track_gap`` (``.config``, ``.history``; e.g.
+    :func:`fairdarts_core.runs.load_search_run` of ``data/runs/ablation/*``). Per matching run, sorted by
+    seed: ``seeds``, ``weights`` (its final relaxed weights, every cell, flattened), ``cells`` (the derived
+    cell at ``threshold``, as text), ``kept`` (ops it keeps), ``relaxed_acc`` and ``discrete_acc`` (the
+    held-out accuracy of the trained supernet before and after discretizing at ``threshold``: the run's
+    recorded threshold sweep; ``None`` where it recorded none at this threshold), ``distance`` (mean
+    distance of the final weights from 0/1), ``epochs`` / ``relaxed_series`` / ``discrete_series`` (the
+    gap after every epoch, at the run's own threshold), ``sweep`` (``{threshold: discrete accuracy}``).
+    ``uses_threshold`` is False for softmax (DARTS keeps the strongest ops, whatever their weight)."""
+    from .analysis import distance_from_binary
+
+    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 <= threshold <= 1:
+        raise ValueError(f"threshold must be a number in [0, 1]; got {threshold!r}")
+    runs = [r for r in runs if r.history and "gap" in r.history[-1]]
+    settings = recorded_ablations(runs)
+    selected = sorted((r for r in runs if ablation_of(r.config) == setting), key=lambda r: int(r.config.seed))
+    if not selected:
+        raise ValueError(f"no recorded search with the zero-one setting {setting!r}; recorded: "
+                         f"{', '.join(map(repr, settings)) or 'none'}")
+    uses_threshold = selected[0].config.relaxation == "sigmoid"
+    state: Dict[str, Any] = {"setting": setting, "threshold": float(threshold), "uses_threshold": uses_threshold,
+                             "settings": settings, "seeds": [], "weights": [], "cells": [], "kept": [],
+                             "relaxed_acc": [], "discrete_acc": [], "distance": [], "epochs": [],
+                             "relaxed_series": [], "discrete_series": [], "sweep": []}
+    for run in selected:
+        last = run.history[-1]
+        genotype, kept = _derive_at(run, threshold)
+        sweep = {float(t): v["discrete_acc"] for t, v in last.get("gap_by_threshold", {}).items()}
+        if uses_threshold:
+            discrete = sweep.get(round(float(threshold), 2))
+            if discrete is None and abs(threshold - run.config.threshold) < 1e-9:
+                discrete = last["gap"]["discrete_acc"]
+        else:
+            discrete = last["gap"]["discrete_acc"]
+        state["seeds"].append(int(run.config.seed))
+        state["weights"].append(np.concatenate([w.ravel() for w in _final_weights(run)]))
+        state["cells"].append(str(genotype) if hasattr(genotype, "ops") else genotype.describe())
+        state["kept"].append(kept)
+        state["relaxed_acc"].append(float(last["gap"]["relaxed_acc"]))
+        state["discrete_acc"].append(None if discrete is None else float(discrete))
+        state["distance"].append(distance_from_binary(_final_weights(run)))
+        state["epochs"].append([int(r["epoch"]) for r in run.history if "gap" in r])
+        state["relaxed_series"].append([float(r["gap"]["relaxed_acc"]) for r in run.history if "gap" in r])
+        state["discrete_series"].append([float(r["gap"]["discrete_acc"]) for r in run.history if "gap" in r])
+        state["sweep"].append(sweep)
+    state["verdict"] = gap_explorer_text(state)
+    return state
+
+
+def gap_explorer_text(state: Dict[str, Any]) -> str:
+    """One line: how far the final weights are from 0/1, what the cell keeps and what discretizing costs."""
+    where = f"at threshold {state['threshold']:.2f}" if state["uses_threshold"] else "(DARTS's rule: no threshold)"
+    gaps = [f"{r:.3f} -> {d:.3f}" if d is not None else f"{r:.3f} -> (not recorded)"
+            for r, d in zip(state["relaxed_acc"], state["discrete_acc"])]
+    return (f"{state['setting']}, seeds {', '.join(map(str, state['seeds']))}: mean distance of the final weights "
+            f"from 0/1 {np.mean(state['distance']):.3f}; {where} the cell keeps {', '.join(map(str, state['kept']))} "
+            f"ops; held-out accuracy relaxed -> discretized: {'; '.join(gaps)}.")
+
+
+def gap_explorer_figure(state: Dict[str, Any], axes=None, title: Optional[str] = None):
+    """Three panels: the final weights' histogram (every seed pooled, the threshold dashed), the held-out
+    accuracy of the relaxed and of the discretized supernet after every epoch (every seed a line), and the
+    discretized accuracy against the threshold (the recorded sweep; softmax: a note). Returns
+    ``(figure, axes)``."""
+    import matplotlib.pyplot as plt
+
+    from .viz import plot_weight_histograms
+
+    if axes is None:
+        fig, axes = plt.subplots(1, 3, figsize=(10.5, 2.8))
+    fig = axes[0].figure
+    plot_weight_histograms({title or state["setting"]: state["weights"]},
+                           state["threshold"] if state["uses_threshold"] else None, axes=[axes[0]])
+    ax = axes[1]
+    for i, seed in enumerate(state["seeds"]):
+        style = _SEED_STYLES[i % len(_SEED_STYLES)]
+        ax.plot(state["epochs"][i], state["relaxed_series"][i], style, color="#4c72b0",
+                label="relaxed" if i == 0 else None)
+        ax.plot(state["epochs"][i], state["discrete_series"][i], style, color="#c44e52",
+                label="discretized" if i == 0 else None)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_title("before and after discretizing", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax = axes[2]
+    if state["uses_threshold"] and any(state["sweep"]):
+        for i, sweep in enumerate(state["sweep"]):
+            ts = sorted(sweep)
+            ax.plot(ts, [sweep[t] for t in ts], _SEED_STYLES[i % len(_SEED_STYLES)], marker="o", ms=3,
+                    color="#c44e52", label=f"seed {state['seeds'][i]}")
+            ax.axhline(state["relaxed_acc"][i], color="#4c72b0", lw=0.8, ls=_SEED_STYLES[i % len(_SEED_STYLES)])
+        ax.axvline(state["threshold"], color="#c44e52", ls="--", lw=1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("threshold")
+        ax.set_title("discretized accuracy (blue: relaxed)", fontsize=9)
+        ax.legend(fontsize=7, loc="lower left")
+    else:
+        _note(ax, "softmax: DARTS keeps the strongest ops,\nwhatever their weight: no threshold"
+              if not state["uses_threshold"] else "no threshold sweep recorded")
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig, axes
+
+
+def gap_explorer(runs: Sequence[Any], setting: Optional[str] = None, threshold: float = 0.85,
+                 title: str = "The zero-one weight and the threshold"):
+    """Buttons for the zero-one setting and a threshold slider (0.5 to 0.95) that redraw
+    :func:`gap_explorer_figure` of the recorded searches and its verdict. Returns an ``ipywidgets.VBox``
+    (``box.state()`` gives the numbers; ``box.setting`` and ``box.threshold`` are the controls)."""
+    import ipywidgets as W
+
+    runs = list(runs)
+    settings = recorded_ablations([r for r in runs if r.history and "gap" in r.history[-1]])
+    setting = setting if setting is not None else (settings[0] if settings else "softmax")
+    gap_explorer_state(runs, setting, threshold)  # validates once
+    choice = W.ToggleButtons(options=settings, value=setting, description="zero-one",
+                             style={"button_width": "130px"})
+    slider = W.FloatSlider(value=round(float(threshold), 2), min=0.5, max=0.95, step=0.05, description="threshold",
+                           readout_format=".2f", continuous_update=False)
+    plot = W.Image(format="png", layout=W.Layout(width="780px", max_width="100%"))
+    verdict = W.HTML()
+
+    def current() -> Dict[str, Any]:
+        return gap_explorer_state(runs, choice.value, round(slider.value, 2))
+
+    def update(_=None) -> None:
+        state = current()
+        slider.disabled = not state["uses_threshold"]
+        verdict.value = f"<p>{state['verdict']}</p>".replace("->", "&rarr;")
+        plot.value = _png(gap_explorer_figure(state)[0])
+
+    for control in (choice, slider):
+        control.observe(update, "value")
+    update()
+    box = W.VBox([W.HTML(f"<b>{title}</b>"), choice, slider, verdict, plot])
+    box.state, box.setting, box.threshold = current, choice, slider
+    return box
+
+
+def gap_explorer_static(runs: Sequence[Any], settings: Optional[Sequence[str]] = None, threshold: float = 0.85):
+    """The static twin of :func:`gap_explorer`: one row of :func:`gap_explorer_figure` per zero-one setting
+    (default: every recorded one, softmax first) at ``threshold``. Returns ``(figure, axes)``."""
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in runs if r.history and "gap" in r.history[-1]]
+    settings = list(recorded_ablations(runs) if settings is None else settings)
+    if not settings:
+        raise ValueError("no recorded search tracked the gap (track_gap)")
+    fig, axes = plt.subplots(len(settings), 3, figsize=(10.5, 2.6 * len(settings) + 0.3), squeeze=False)
+    for row, setting in zip(axes, settings):
+        gap_explorer_figure(gap_explorer_state(runs, setting, threshold), axes=row)
+    fig.tight_layout()
+    return fig, axes
+
+
 __all__: List[str] = ["edge_explorer_state", "edge_explorer_text", "edge_explorer_figure", "edge_explorer",
                       "strongest_edge", "epoch_explorer_state", "epoch_explorer_text", "epoch_explorer_figure",
                       "epoch_explorer_cell", "epoch_explorer", "epoch_explorer_static",
                       "RELAXATION_CHOICES", "condition_of", "condition_label", "recorded_conditions",
                       "condition_explorer_state", "condition_explorer_text", "condition_explorer_figure",
-                      "condition_explorer", "condition_explorer_static"]
+                      "condition_explorer", "condition_explorer_static", "ablation_of", "recorded_ablations",
+                      "gap_explorer_state", "gap_explorer_text", "gap_explorer_figure", "gap_explorer",
+                      "gap_explorer_static"]
