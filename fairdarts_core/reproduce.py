@@ -44,9 +44,9 @@ PathLike = Union[str, Path]
 
 RUNS = Path(__file__).resolve().parents[1] / "data" / "runs"
 """The repository's recorded runs (present in a checkout; an installed package has none)."""
-SEARCH_DIRS = ("collapse", "levers", "nb201", "nb201_levers", "conditions")
+SEARCH_DIRS = ("collapse", "levers", "nb201", "nb201_levers", "conditions", "ablation", "nb201_ablation")
 """Where the recorded searches lie: the DARTS space's collapse runs and levers; the NAS-Bench-201 space's
-seeded presets, levers and broken conditions (chapter 3)."""
+seeded presets, levers and broken conditions (chapter 3); the zero-one ablation of both spaces (chapter 4)."""
 CHAIN_DIRS = ("mechanism", "mechanism_long", "mechanism_noise")
 
 MODES = ("auto", "exact", "statistical")
@@ -546,6 +546,33 @@ def _epoch_problems(record: Mapping[str, Any], cfg: Any, space: SearchSpace) -> 
         if record.get(key) != counts[key]:
             problems.append(f"epoch {epoch}: {key} is {record.get(key)}, the derived {_cell_label(name)} has "
                             f"{counts[key]}")
+    return problems + _gap_problems(record, cfg, space)
+
+
+def _gap_problems(record: Mapping[str, Any], cfg: Any, space: SearchSpace) -> List[str]:
+    """What is wrong with an epoch's tracked gap (``track_gap``): accuracies outside [0, 1], a gap that is
+    not relaxed minus discretized, a distance from 0/1 that is not the recorded weights', a threshold
+    sweep whose entry at the config's threshold is not the epoch's gap."""
+    from .analysis import distance_from_binary
+
+    gap, epoch = record.get("gap"), record.get("epoch")
+    if not getattr(cfg, "track_gap", False):
+        return [f"epoch {epoch}: a gap is recorded but the config does not track it"] if gap is not None else []
+    if not isinstance(gap, Mapping):
+        return [f"epoch {epoch}: the gap is not recorded (track_gap is on)"]
+    problems = [f"epoch {epoch}: gap {k} {gap.get(k)!r} is not an accuracy in [0, 1]"
+                for k in ("relaxed_acc", "discrete_acc") if not isinstance(gap.get(k), (int, float))
+                or not 0 <= gap[k] <= 1]
+    if problems:
+        return problems
+    if not math.isclose(gap.get("acc_gap", math.nan), gap["relaxed_acc"] - gap["discrete_acc"], abs_tol=1e-12):
+        problems.append(f"epoch {epoch}: acc_gap is not relaxed_acc - discrete_acc")
+    distance = distance_from_binary([np.asarray(record[name]) for name in space.weight_names])
+    if not math.isclose(gap.get("distance_from_binary", math.nan), distance, rel_tol=1e-6, abs_tol=1e-9):
+        problems.append(f"epoch {epoch}: distance_from_binary is not that of the recorded relaxed weights")
+    own = (record.get("gap_by_threshold") or {}).get(f"{cfg.threshold:.2f}")
+    if own is not None and own.get("discrete_acc") != gap["discrete_acc"]:
+        problems.append(f"epoch {epoch}: the threshold sweep at {cfg.threshold:.2f} is not the epoch's gap")
     return problems
 
 

@@ -156,6 +156,18 @@ def test_a_search_tracks_the_gap_without_changing_its_course(tmp_path):
     assert sweep["0.85"]["discrete_acc"] == last["discrete_acc"] and sweep["0.85"]["discrete_loss"] == last["discrete_loss"]
     kept = [v["kept"] for v in sweep.values()]
     assert kept == sorted(kept, reverse=True)  # a higher threshold keeps fewer ops
+    # the recorded files are consistent, and an edited gap is seen
+    from fairdarts_core import reproduce, runs
+
+    run = runs.load_search_run(tmp_path / "run")
+    assert [p for p in reproduce.check_search_files(run) if "command" not in p] == []  # (run by pytest, not the CLI)
+    run.history[0]["gap"]["discrete_acc"] += 0.01
+    run.history[1]["gap"]["distance_from_binary"] *= 0.9
+    run.history[1]["gap_by_threshold"]["0.85"]["discrete_acc"] += 0.02
+    problems = reproduce.check_search_files(run)
+    assert any("epoch 1: acc_gap is not relaxed_acc - discrete_acc" in p for p in problems), problems
+    assert any("epoch 2: distance_from_binary" in p for p in problems), problems
+    assert any("epoch 2: the threshold sweep at 0.85" in p for p in problems), problems
     # the same measurement from the run's checkpoint afterwards
     gap, genotype = gap_of_run(tmp_path / "run", images=50)
     assert genotype == tracked.genotype

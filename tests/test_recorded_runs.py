@@ -19,9 +19,9 @@ through :mod:`fairdarts_core.runs` and re-check them with :mod:`fairdarts_core.r
   ``pytest --junitxml=FILE -o junit_family=xunit1`` keeps how far each re-run landed from its record;
 - a record with numbers edited fails its re-check, bit for bit and statistically.
 
-To keep this file to minutes, one run per setting is re-run, the one with the lowest seed. Set
-FAIRDARTS_RERUN_ALL=1 to re-run every recorded run (and the first epoch of every recorded retraining,
-minutes each). Runs still in progress (no provenance yet) are not checked.
+To keep this file to minutes, one run per setting is re-run, the one with the lowest seed (of the zero-one
+ablation, one run per space). Set FAIRDARTS_RERUN_ALL=1 to re-run every recorded run (and the first epoch
+of every recorded retraining, minutes each). Runs still in progress (no provenance yet) are not checked.
 """
 from __future__ import annotations
 
@@ -52,10 +52,19 @@ def _sample(paths, setting, seed):
     return sorted(best.values())
 
 
+ONE_PER_FOLDER = ("ablation", "nb201_ablation")
+"""Folders whose settings differ only in the relaxation and the zero-one loss (chapter 4's ablation): one
+run per folder is re-run, as if they were one setting (the files of every run are checked all the same)."""
+
+
+def _search_key(path: Path):
+    return path.parent.name if path.parent.name in ONE_PER_FOLDER else reproduce.search_setting(
+        runs.load_search_run(path).config)
+
+
 SEARCHES = reproduce.recorded_searches(RUNS)
 CHAINS = reproduce.recorded_chains(RUNS)
-SEARCH_SAMPLE = _sample(SEARCHES, lambda p: reproduce.search_setting(runs.load_search_run(p).config),
-                        lambda p: runs.load_search_run(p).config.seed)
+SEARCH_SAMPLE = _sample(SEARCHES, _search_key, lambda p: runs.load_search_run(p).config.seed)
 NB201_SEARCHES = [p for p in SEARCHES if runs.load_search_run(p).config.space == "nb201"]
 NB201_SAMPLE = [p for p in SEARCH_SAMPLE if p in NB201_SEARCHES]
 DARTS_SPACE_SAMPLE = [p for p in SEARCH_SAMPLE if p not in NB201_SEARCHES]
