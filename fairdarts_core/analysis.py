@@ -332,6 +332,20 @@ def distance_from_binary(weights) -> float:
     return float(np.minimum(w, 1.0 - w).mean())
 
 
+def distance_from_cell(relaxed, discrete) -> float:
+    """Mean of ``|w - d|`` over every entry: how far relaxed weights ``w`` are from the 0/1 weights ``d`` of
+    the cell derived from them (matrices, or sequences of matrices, of the same shapes). Unlike
+    :func:`distance_from_binary` it sees that softmax weights near ``1 / n_ops`` are far from a choice."""
+    pairs = list(zip(*(([m] if isinstance(m, (np.ndarray, torch.Tensor)) else list(m)) for m in (relaxed, discrete))))
+    if not pairs:
+        raise ValueError("no weights to compare")
+    w, d = (np.concatenate([np.asarray(torch.as_tensor(m).detach().cpu(), dtype=np.float64).ravel() for m in ms])
+            for ms in zip(*pairs))
+    if w.shape != d.shape:
+        raise ValueError(f"relaxed and discrete weights differ in size: {w.size} and {d.size} entries")
+    return float(np.abs(w - d).mean())
+
+
 def discrete_weights(model: nn.Module, genotype) -> Tuple[torch.Tensor, ...]:
     """The derived cell(s) ``genotype`` as 0/1 weight matrices in ``model``'s layout (its ``forward``'s
     ``weights``): 1 for every op the cell keeps, 0 for every other."""

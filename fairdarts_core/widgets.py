@@ -759,16 +759,19 @@ def _final_weights(run) -> List[np.ndarray]:
 
 def _derive_at(run, threshold: float):
     """The cell ``run``'s derive rule gives from its final weights at ``threshold`` (softmax: DARTS's rule,
-    which has no threshold), and the number of ops it keeps."""
+    which has no threshold), the number of ops it keeps, and the mean distance of the final weights from
+    the cell's 0/1 weights (:func:`fairdarts_core.analysis.distance_from_cell`)."""
     import dataclasses
 
+    from .analysis import distance_from_cell
     from .spaces import get_space
 
     space = get_space(run.config.space)
     config = dataclasses.replace(run.config, threshold=float(threshold))
-    genotype = space.derive(_final_weights(run), config, space.derive_method(config))
-    kept = int(sum(m.sum() for m in space.discrete_weights(genotype, run.config.primitives)))
-    return genotype, kept
+    final = _final_weights(run)
+    genotype = space.derive(final, config, space.derive_method(config))
+    discrete = space.discrete_weights(genotype, run.config.primitives)
+    return genotype, int(sum(m.sum() for m in discrete)), distance_from_cell(final, discrete)
 
 
 def _threshold_key(threshold: float) -> str:
@@ -784,7 +787,8 @@ def gap_explorer_state(runs: Sequence[Any], setting: str, threshold: float = 0.8
     cell at ``threshold``, as text), ``kept`` (ops it keeps), ``relaxed_acc`` and ``discrete_acc`` (the
     held-out accuracy of the trained supernet before and after discretizing at ``threshold``: the run's
     recorded threshold sweep; ``None`` where it recorded none at this threshold), ``distance`` (mean
-    distance of the final weights from 0/1), ``epochs`` / ``relaxed_series`` / ``discrete_series`` (the
+    distance of the final weights from 0/1), ``from_cell`` (their mean distance from the derived cell's
+    0/1 weights), ``epochs`` / ``relaxed_series`` / ``discrete_series`` (the
     gap after every epoch, at the run's own threshold), ``sweep`` (``{threshold: discrete accuracy}``).
     ``uses_threshold`` is False for softmax (DARTS keeps the strongest ops, whatever their weight)."""
     from .analysis import distance_from_binary
@@ -800,11 +804,11 @@ def gap_explorer_state(runs: Sequence[Any], setting: str, threshold: float = 0.8
     uses_threshold = selected[0].config.relaxation == "sigmoid"
     state: Dict[str, Any] = {"setting": setting, "threshold": float(threshold), "uses_threshold": uses_threshold,
                              "settings": settings, "seeds": [], "weights": [], "cells": [], "kept": [],
-                             "relaxed_acc": [], "discrete_acc": [], "distance": [], "epochs": [],
+                             "relaxed_acc": [], "discrete_acc": [], "distance": [], "from_cell": [], "epochs": [],
                              "relaxed_series": [], "discrete_series": [], "sweep": []}
     for run in selected:
         last = run.history[-1]
-        genotype, kept = _derive_at(run, threshold)
+        genotype, kept, from_cell = _derive_at(run, threshold)
         sweep = {float(t): v["discrete_acc"] for t, v in last.get("gap_by_threshold", {}).items()}
         if uses_threshold:
             discrete = sweep.get(round(float(threshold), 2))
@@ -819,6 +823,7 @@ def gap_explorer_state(runs: Sequence[Any], setting: str, threshold: float = 0.8
         state["relaxed_acc"].append(float(last["gap"]["relaxed_acc"]))
         state["discrete_acc"].append(None if discrete is None else float(discrete))
         state["distance"].append(distance_from_binary(_final_weights(run)))
+        state["from_cell"].append(from_cell)
         state["epochs"].append([int(r["epoch"]) for r in run.history if "gap" in r])
         state["relaxed_series"].append([float(r["gap"]["relaxed_acc"]) for r in run.history if "gap" in r])
         state["discrete_series"].append([float(r["gap"]["discrete_acc"]) for r in run.history if "gap" in r])
@@ -832,9 +837,9 @@ def gap_explorer_text(state: Dict[str, Any]) -> str:
     where = f"at threshold {state['threshold']:.2f}" if state["uses_threshold"] else "(DARTS's rule: no threshold)"
     gaps = [f"{r:.3f} -> {d:.3f}" if d is not None else f"{r:.3f} -> (not recorded)"
             for r, d in zip(state["relaxed_acc"], state["discrete_acc"])]
-    return (f"{state['setting']}, seeds {', '.join(map(str, state['seeds']))}: mean distance of the final weights "
-            f"from 0/1 {np.mean(state['distance']):.3f}; {where} the cell keeps {', '.join(map(str, state['kept']))} "
-            f"ops; held-out accuracy relaxed -> discretized: {'; '.join(gaps)}.")
+    return (f"{state['setting']}, seeds {', '.join(map(str, state['seeds']))}: {where} the cell keeps "
+            f"{', '.join(map(str, state['kept']))} ops, the final weights lie {np.mean(state['from_cell']):.3f} from "
+            f"its 0/1 weights on average; held-out accuracy relaxed -> discretized: {'; '.join(gaps)}.")
 
 
 def gap_explorer_figure(state: Dict[str, Any], axes=None, title: Optional[str] = None):

@@ -115,6 +115,14 @@ def test_evaluate_is_the_mean_cross_entropy_and_accuracy_in_eval_mode():
 def test_the_distance_from_zero_or_one_and_the_gaps_arithmetic():
     assert distance_from_binary(np.array([[0.0, 1.0, 0.5], [0.25, 0.9, 0.1]])) == pytest.approx(0.95 / 6)
     assert distance_from_binary([np.full((2, 2), 0.5), torch.zeros(3, 2)]) == pytest.approx(2.0 / 10)
+    from fairdarts_core.analysis import distance_from_cell
+
+    softmax_row = np.full((1, 8), 1 / 8)  # near 0 everywhere, yet far from any choice
+    assert distance_from_binary(softmax_row) == pytest.approx(1 / 8)
+    assert distance_from_cell(softmax_row, np.eye(8)[:1]) == pytest.approx((7 / 8 + 7 / 8) / 8)
+    assert distance_from_cell([np.array([0.9, 0.2])], [np.array([1.0, 0.0])]) == pytest.approx(0.15)
+    with pytest.raises(ValueError, match="differ in size"):
+        distance_from_cell(np.zeros(3), np.zeros(4))
     g = DiscretizationGap(relaxed_loss=0.5, relaxed_acc=0.8, discrete_loss=1.25, discrete_acc=0.55,
                           distance_from_binary=0.1)
     assert g.acc_gap == pytest.approx(0.25) and g.loss_gap == pytest.approx(0.75)

@@ -74,6 +74,8 @@ def test_the_state_reads_the_cell_and_the_recorded_sweep_at_the_threshold():
     assert state["relaxed_acc"] == [0.7, 0.8]
     assert state["epochs"] == [[1, 2], [1, 2]] and state["discrete_series"][0] == [pytest.approx(0.4), 0.5]
     assert len(state["weights"][0]) == 6 * len(OPS)
+    # seed 1 keeps its 0.9 and 0.7: 28 weights of 0.05 off by 0.05, those two by 0.1 and 0.3
+    assert state["from_cell"][1] == pytest.approx((28 * 0.05 + 0.1 + 0.3) / 30)
     assert "keeps 1, 2 ops" in state["verdict"] and "0.700 -> 0.53" in state["verdict"]
     high = gap_explorer_state(runs, "sigmoid, L2 w=10", 0.95)
     assert high["kept"] == [1, 0]  # only seed 0's 0.95 conv reaches 0.95
