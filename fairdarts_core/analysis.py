@@ -288,25 +288,30 @@ def _normalized(vectors: List[torch.Tensor]) -> List[torch.Tensor]:
 #
 # After a search the derived cell keeps one op per kept edge and drops the rest: the network changes. The
 # gap compares, on the same held-out images and with the same trained network weights, the supernet with its
-# relaxed weights and the same supernet with the derived cell's weights (1 for every kept op, 0 for every
-# other): no retraining. The zero-one loss (Eq. 5) drives every sigmoid towards 0 or 1, so the two networks
-# differ little; softmax weights of many ops stay far from one-hot, and the gap is large.
+# relaxed weights and the same supernet with 0/1 weights: no retraining. Two steps hide in "discretizing":
+# *rounding* every weight to 0 or 1 (sigmoid: 1 at or above the threshold; softmax: the strongest op of every
+# edge), which the zero-one loss (Eq. 5) makes harmless by driving every sigmoid towards 0 or 1, and the
+# derive rule's limits (one op per edge, two inputs per node in the DARTS space), which no loss on the
+# weights addresses. ``discretization_gap`` measures both.
 
 Batches = Sequence[Tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
 class DiscretizationGap:
-    """The supernet before (``relaxed_*``) and after (``discrete_*``) discretization, on the same images:
-    mean cross-entropy and accuracy; ``finetuned_*`` after a short training of the discretized network's
-    weights (None when not asked for). ``distance_from_binary``: the mean of ``min(w, 1 - w)`` over every
-    relaxed weight (0: every weight is 0 or 1; 0.5: all at 0.5)."""
+    """The supernet on the same images, mean cross-entropy and accuracy: with its relaxed weights
+    (``relaxed_*``), with its weights rounded to 0/1 (``rounded_*``, :func:`rounded_weights`), and with the
+    derived cell's 0/1 weights (``discrete_*``); ``finetuned_*`` after a short training of the derived cell's
+    network weights (None when not asked for). ``distance_from_binary``: the mean of ``min(w, 1 - w)`` over
+    every relaxed weight (0: every weight is 0 or 1; 0.5: all at 0.5)."""
 
     relaxed_loss: float
     relaxed_acc: float
     discrete_loss: float
     discrete_acc: float
     distance_from_binary: float
+    rounded_loss: Optional[float] = None
+    rounded_acc: Optional[float] = None
     finetuned_loss: Optional[float] = None
     finetuned_acc: Optional[float] = None
 
@@ -316,12 +321,18 @@ class DiscretizationGap:
         return self.relaxed_acc - self.discrete_acc
 
     @property
+    def rounding_gap(self) -> Optional[float]:
+        """Accuracy lost by rounding alone: ``relaxed_acc - rounded_acc``."""
+        return None if self.rounded_acc is None else self.relaxed_acc - self.rounded_acc
+
+    @property
     def loss_gap(self) -> float:
         """Loss added by discretizing: ``discrete_loss - relaxed_loss``."""
         return self.discrete_loss - self.relaxed_loss
 
     def to_dict(self) -> Dict[str, Optional[float]]:
-        return {**dataclasses.asdict(self), "acc_gap": self.acc_gap, "loss_gap": self.loss_gap}
+        return {**dataclasses.asdict(self), "acc_gap": self.acc_gap, "rounding_gap": self.rounding_gap,
+                "loss_gap": self.loss_gap}
 
 
 def distance_from_binary(weights) -> float:
@@ -344,6 +355,18 @@ def distance_from_cell(relaxed, discrete) -> float:
     if w.shape != d.shape:
         raise ValueError(f"relaxed and discrete weights differ in size: {w.size} and {d.size} entries")
     return float(np.abs(w - d).mean())
+
+
+def rounded_weights(relaxed: Sequence[torch.Tensor], relaxation: str, threshold: float = 0.85) -> Tuple[torch.Tensor, ...]:
+    """Relaxed weights rounded to 0/1 edge by edge, with no limit on how many ops an edge or a node keeps:
+    sigmoid, every op whose weight reaches ``threshold``; softmax, the strongest op of every edge (its row
+    sums to 1, so no fixed threshold fits every edge). The first step of discretizing, the one the
+    zero-one loss makes harmless; a derive rule then keeps fewer (:func:`discrete_weights`)."""
+    if relaxation == "sigmoid":
+        return tuple((w >= threshold).to(w.dtype) for w in relaxed)
+    if relaxation == "softmax":
+        return tuple(nn.functional.one_hot(w.argmax(-1), w.shape[-1]).to(w.dtype) for w in relaxed)
+    raise ValueError(f"unknown relaxation {relaxation!r}; choose sigmoid or softmax")
 
 
 def discrete_weights(model: nn.Module, genotype) -> Tuple[torch.Tensor, ...]:
@@ -392,25 +415,27 @@ def finetune_discrete(model: nn.Module, weights: Sequence[torch.Tensor], batches
     return tuned
 
 
-def discretization_gap(model: nn.Module, batches: Batches, genotype=None, finetune_batches: Optional[Batches] = None,
-                       finetune_lr: float = 0.01) -> DiscretizationGap:
+def discretization_gap(model: nn.Module, batches: Batches, genotype=None, threshold: float = 0.85,
+                       finetune_batches: Optional[Batches] = None, finetune_lr: float = 0.01) -> DiscretizationGap:
     """The discretization gap of a trained supernet (Fair DARTS, Sec. 4.2) on the held-out ``batches``
-    (a list of ``(images, labels)``): (a) the supernet with its relaxed weights, (b) the same supernet with
-    ``genotype``'s 0/1 weights (default: ``model.genotype()``, the relaxation's own derive rule), no
-    retraining, and, when ``finetune_batches`` are given, (c) the discretized supernet after one pass of
-    SGD over them (:func:`finetune_discrete`). Every measurement is in eval mode; ``model`` is not changed."""
+    (a list of ``(images, labels)``): (a) the supernet with its relaxed weights; (b) the same supernet with
+    its weights rounded to 0/1 at ``threshold`` (:func:`rounded_weights`) and (b') with ``genotype``'s 0/1
+    weights (default: ``model.genotype()``, the relaxation's own derive rule), no retraining; and, when
+    ``finetune_batches`` are given, (c) (b') after one pass of SGD over them (:func:`finetune_discrete`).
+    Every measurement is in eval mode; ``model`` is not changed."""
     batches = list(batches)
     genotype = model.genotype() if genotype is None else genotype
     weights = discrete_weights(model, genotype)
     relaxed = [w.detach() for w in model.relaxed_weights()]
     relaxed_loss, relaxed_acc = evaluate(model, batches)
+    rounded_loss, rounded_acc = evaluate(model, batches, rounded_weights(relaxed, model.config.relaxation, threshold))
     discrete_loss, discrete_acc = evaluate(model, batches, weights)
     tuned_loss = tuned_acc = None
     if finetune_batches is not None:
         tuned = finetune_discrete(model, weights, finetune_batches, lr=finetune_lr)
         tuned_loss, tuned_acc = evaluate(tuned, batches, weights)
     return DiscretizationGap(relaxed_loss, relaxed_acc, discrete_loss, discrete_acc, distance_from_binary(relaxed),
-                             tuned_loss, tuned_acc)
+                             rounded_loss, rounded_acc, tuned_loss, tuned_acc)
 
 
 def gap_of_run(run_dir, images: int = 500, finetune_steps: int = 0, method: Optional[str] = None,
@@ -436,4 +461,4 @@ def gap_of_run(run_dir, images: int = 500, finetune_steps: int = 0, method: Opti
         train, _, _ = search_loaders(cfg.dataset, cfg.data_dir, cfg.subset, cfg.train_portion, cfg.image_size,
                                      cfg.batch_size, cfg.seed, Augment(crop_pad=cfg.crop_pad, flip=cfg.flip), device)
         tune = list(train.epoch(0, finetune_steps))
-    return discretization_gap(model, batches, genotype, tune, finetune_lr=cfg.lr), genotype
+    return discretization_gap(model, batches, genotype, cfg.threshold, tune, finetune_lr=cfg.lr), genotype

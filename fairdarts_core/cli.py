@@ -508,9 +508,12 @@ def run_gap_cmd(args: argparse.Namespace) -> int:
         import torch
         torch.set_num_threads(args.threads)
     gap, genotype = gap_of_run(args.run_dir, args.images, args.finetune_steps, args.method, args.threshold, args.device)
-    lines = [f"{args.run_dir}: derived cell {genotype}",
+    cell = str(genotype) if hasattr(genotype, "ops") else "\n" + genotype.describe()
+    lines = [f"{args.run_dir}: derived cell {cell}",
              f"  relaxed supernet:    loss {gap.relaxed_loss:.4f}  accuracy {gap.relaxed_acc:.4f}",
-             f"  discretized:         loss {gap.discrete_loss:.4f}  accuracy {gap.discrete_acc:.4f}  "
+             f"  rounded to 0/1:      loss {gap.rounded_loss:.4f}  accuracy {gap.rounded_acc:.4f}  "
+             f"(gap {gap.rounding_gap:+.4f})",
+             f"  the derived cell:    loss {gap.discrete_loss:.4f}  accuracy {gap.discrete_acc:.4f}  "
              f"(gap {gap.acc_gap:+.4f})",
              f"  mean distance of the relaxed weights from 0/1: {gap.distance_from_binary:.4f}"]
     if gap.finetuned_acc is not None:

@@ -144,8 +144,9 @@ def search_statistics(record: Mapping[str, Any], config: Any) -> Dict[str, float
     if record.get("hessian_eigenvalue") is not None:  # the collapse indicator chapter 3 reads
         out["hessian eigenvalue[alpha]"] = float(record["hessian_eigenvalue"])
     if record.get("gap") is not None:  # the discretization gap chapter 4 reads
-        for net in ("relaxed", "discrete"):
-            out[f"gap accuracy[{net}]"] = float(record["gap"][f"{net}_acc"])
+        for net in ("relaxed", "rounded", "discrete"):
+            if f"{net}_acc" in record["gap"]:
+                out[f"gap accuracy[{net}]"] = float(record["gap"][f"{net}_acc"])
         out["distance from binary[alpha]"] = float(record["gap"]["distance_from_binary"])
     for split in ("train", "val"):
         for what, family in (("loss", "loss"), ("acc", "accuracy")):
@@ -550,8 +551,8 @@ def _epoch_problems(record: Mapping[str, Any], cfg: Any, space: SearchSpace) -> 
 
 
 def _gap_problems(record: Mapping[str, Any], cfg: Any, space: SearchSpace) -> List[str]:
-    """What is wrong with an epoch's tracked gap (``track_gap``): accuracies outside [0, 1], a gap that is
-    not relaxed minus discretized, a distance from 0/1 that is not the recorded weights', a threshold
+    """What is wrong with an epoch's tracked gap (``track_gap``): accuracies outside [0, 1], gaps that are
+    not relaxed minus rounded / discretized, a distance from 0/1 that is not the recorded weights', a threshold
     sweep whose entry at the config's threshold is not the epoch's gap."""
     from .analysis import distance_from_binary
 
@@ -561,17 +562,18 @@ def _gap_problems(record: Mapping[str, Any], cfg: Any, space: SearchSpace) -> Li
     if not isinstance(gap, Mapping):
         return [f"epoch {epoch}: the gap is not recorded (track_gap is on)"]
     problems = [f"epoch {epoch}: gap {k} {gap.get(k)!r} is not an accuracy in [0, 1]"
-                for k in ("relaxed_acc", "discrete_acc") if not isinstance(gap.get(k), (int, float))
+                for k in ("relaxed_acc", "rounded_acc", "discrete_acc") if not isinstance(gap.get(k), (int, float))
                 or not 0 <= gap[k] <= 1]
     if problems:
         return problems
-    if not math.isclose(gap.get("acc_gap", math.nan), gap["relaxed_acc"] - gap["discrete_acc"], abs_tol=1e-12):
-        problems.append(f"epoch {epoch}: acc_gap is not relaxed_acc - discrete_acc")
+    for name, other in (("acc_gap", "discrete_acc"), ("rounding_gap", "rounded_acc")):
+        if not math.isclose(gap.get(name, math.nan), gap["relaxed_acc"] - gap[other], abs_tol=1e-12):
+            problems.append(f"epoch {epoch}: {name} is not relaxed_acc - {other}")
     distance = distance_from_binary([np.asarray(record[name]) for name in space.weight_names])
     if not math.isclose(gap.get("distance_from_binary", math.nan), distance, rel_tol=1e-6, abs_tol=1e-9):
         problems.append(f"epoch {epoch}: distance_from_binary is not that of the recorded relaxed weights")
     own = (record.get("gap_by_threshold") or {}).get(f"{cfg.threshold:.2f}")
-    if own is not None and own.get("discrete_acc") != gap["discrete_acc"]:
+    if own is not None and (own.get("discrete_acc"), own.get("rounded_acc")) != (gap["discrete_acc"], gap["rounded_acc"]):
         problems.append(f"epoch {epoch}: the threshold sweep at {cfg.threshold:.2f} is not the epoch's gap")
     return problems
 

@@ -84,7 +84,8 @@ def gap_at(model: torch.nn.Module, batches, config: SearchConfig) -> Dict[str, f
 
     space = get_space(config.space)
     genotype = space.derive([w.detach().cpu().numpy() for w in model.relaxed_weights()], config, parse_method(config))
-    return {k: v for k, v in discretization_gap(model, batches, genotype).to_dict().items() if v is not None}
+    return {k: v for k, v in discretization_gap(model, batches, genotype, config.threshold).to_dict().items()
+            if v is not None}
 
 
 GAP_THRESHOLDS = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
@@ -93,12 +94,13 @@ GAP_THRESHOLDS = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
 
 
 def gap_by_threshold(model: torch.nn.Module, batches, config: SearchConfig) -> Dict[str, Dict[str, float]]:
-    """The discretized supernet at every threshold of :data:`GAP_THRESHOLDS` with ``config``'s derive rule,
-    on the held-out ``batches``: ``{"0.85": {"discrete_loss", "discrete_acc", "kept"}, ...}`` (``kept``: the
-    number of ops the cell keeps). What a threshold slider redraws without the checkpoint."""
+    """The discretized supernet at every threshold of :data:`GAP_THRESHOLDS`, on the held-out ``batches``:
+    its weights rounded (``rounded_*``) and the cell of ``config``'s derive rule (``discrete_*``, ``kept``:
+    the number of ops the cell keeps): ``{"0.85": {...}, ...}``. What a threshold slider redraws without the
+    checkpoint."""
     from dataclasses import replace
 
-    from .analysis import discrete_weights, evaluate
+    from .analysis import discrete_weights, evaluate, rounded_weights
 
     space = get_space(config.space)
     relaxed = [w.detach().cpu().numpy() for w in model.relaxed_weights()]
@@ -107,7 +109,10 @@ def gap_by_threshold(model: torch.nn.Module, batches, config: SearchConfig) -> D
         genotype = space.derive(relaxed, replace(config, threshold=t), parse_method(config))
         weights = discrete_weights(model, genotype)
         loss, acc = evaluate(model, batches, weights)
-        out[f"{t:.2f}"] = {"discrete_loss": loss, "discrete_acc": acc, "kept": int(sum(float(w.sum()) for w in weights))}
+        r_loss, r_acc = evaluate(model, batches, rounded_weights([w.detach() for w in model.relaxed_weights()],
+                                                                 config.relaxation, t))
+        out[f"{t:.2f}"] = {"discrete_loss": loss, "discrete_acc": acc, "kept": int(sum(float(w.sum()) for w in weights)),
+                           "rounded_loss": r_loss, "rounded_acc": r_acc}
     return out
 
 
@@ -196,7 +201,8 @@ def format_record(r: dict, epochs: int) -> str:
             f"val loss {_fmt(r['val_loss'])} acc {_fmt(r['val_acc'])}  L01 {r['zero_one_loss']:+.4f}  "
             f"skips {'/'.join(str(r[k]) for k in SKIP_KEYS if k in r)}  lr {r['lr']:.4g}  {r['seconds']:.1f}s"
             + (f"  Hessian eigenvalue {r['hessian_eigenvalue']:.4g}" if "hessian_eigenvalue" in r else "")
-            + (f"  gap: acc {r['gap']['relaxed_acc']:.3f} -> {r['gap']['discrete_acc']:.3f}" if "gap" in r else ""))
+            + (f"  gap: acc {r['gap']['relaxed_acc']:.3f}, rounded {r['gap']['rounded_acc']:.3f}, cell "
+               f"{r['gap']['discrete_acc']:.3f}" if "gap" in r else ""))
 
 
 @torch.no_grad()

@@ -784,12 +784,14 @@ def gap_explorer_state(runs: Sequence[Any], setting: str, threshold: float = 0.8
     ``runs``: recorded searches with ``track_gap`` (``.config``, ``.history``; e.g.
     :func:`fairdarts_core.runs.load_search_run` of ``data/runs/ablation/*``). Per matching run, sorted by
     seed: ``seeds``, ``weights`` (its final relaxed weights, every cell, flattened), ``cells`` (the derived
-    cell at ``threshold``, as text), ``kept`` (ops it keeps), ``relaxed_acc`` and ``discrete_acc`` (the
-    held-out accuracy of the trained supernet before and after discretizing at ``threshold``: the run's
-    recorded threshold sweep; ``None`` where it recorded none at this threshold), ``distance`` (mean
+    cell at ``threshold``, as text), ``kept`` (ops it keeps), ``relaxed_acc``, ``rounded_acc`` and
+    ``discrete_acc`` (the held-out accuracy of the trained supernet with its relaxed weights, rounded to 0/1
+    at ``threshold``, and with the derived cell's weights: the run's recorded threshold sweep; ``None`` where
+    it recorded none at this threshold), ``distance`` (mean
     distance of the final weights from 0/1), ``from_cell`` (their mean distance from the derived cell's
-    0/1 weights), ``epochs`` / ``relaxed_series`` / ``discrete_series`` (the
-    gap after every epoch, at the run's own threshold), ``sweep`` (``{threshold: discrete accuracy}``).
+    0/1 weights), ``epochs`` / ``relaxed_series`` / ``rounded_series`` / ``discrete_series`` (after every
+    epoch, at the run's own threshold), ``sweep`` / ``rounded_sweep`` (``{threshold: accuracy}`` of the cell
+    / of the rounded weights).
     ``uses_threshold`` is False for softmax (DARTS keeps the strongest ops, whatever their weight)."""
     from .analysis import distance_from_binary
 
@@ -804,30 +806,37 @@ def gap_explorer_state(runs: Sequence[Any], setting: str, threshold: float = 0.8
     uses_threshold = selected[0].config.relaxation == "sigmoid"
     state: Dict[str, Any] = {"setting": setting, "threshold": float(threshold), "uses_threshold": uses_threshold,
                              "settings": settings, "seeds": [], "weights": [], "cells": [], "kept": [],
-                             "relaxed_acc": [], "discrete_acc": [], "distance": [], "from_cell": [], "epochs": [],
-                             "relaxed_series": [], "discrete_series": [], "sweep": []}
+                             "relaxed_acc": [], "rounded_acc": [], "discrete_acc": [], "distance": [], "from_cell": [],
+                             "epochs": [], "relaxed_series": [], "rounded_series": [], "discrete_series": [],
+                             "sweep": [], "rounded_sweep": []}
     for run in selected:
         last = run.history[-1]
         genotype, kept, from_cell = _derive_at(run, threshold)
-        sweep = {float(t): v["discrete_acc"] for t, v in last.get("gap_by_threshold", {}).items()}
+        recorded = {float(t): v for t, v in last.get("gap_by_threshold", {}).items()}
+        sweep = {t: v["discrete_acc"] for t, v in recorded.items()}
+        rounded_sweep = {t: v.get("rounded_acc") for t, v in recorded.items()}
         if uses_threshold:
-            discrete = sweep.get(round(float(threshold), 2))
-            if discrete is None and abs(threshold - run.config.threshold) < 1e-9:
-                discrete = last["gap"]["discrete_acc"]
+            at = recorded.get(round(float(threshold), 2), {})
+            discrete, rounded = at.get("discrete_acc"), at.get("rounded_acc")
+            if not at and abs(threshold - run.config.threshold) < 1e-9:
+                discrete, rounded = last["gap"]["discrete_acc"], last["gap"].get("rounded_acc")
         else:
-            discrete = last["gap"]["discrete_acc"]
+            discrete, rounded = last["gap"]["discrete_acc"], last["gap"].get("rounded_acc")
         state["seeds"].append(int(run.config.seed))
         state["weights"].append(np.concatenate([w.ravel() for w in _final_weights(run)]))
         state["cells"].append(str(genotype) if hasattr(genotype, "ops") else genotype.describe())
         state["kept"].append(kept)
         state["relaxed_acc"].append(float(last["gap"]["relaxed_acc"]))
         state["discrete_acc"].append(None if discrete is None else float(discrete))
+        state["rounded_acc"].append(None if rounded is None else float(rounded))
         state["distance"].append(distance_from_binary(_final_weights(run)))
         state["from_cell"].append(from_cell)
         state["epochs"].append([int(r["epoch"]) for r in run.history if "gap" in r])
         state["relaxed_series"].append([float(r["gap"]["relaxed_acc"]) for r in run.history if "gap" in r])
         state["discrete_series"].append([float(r["gap"]["discrete_acc"]) for r in run.history if "gap" in r])
+        state["rounded_series"].append([r["gap"].get("rounded_acc") for r in run.history if "gap" in r])
         state["sweep"].append(sweep)
+        state["rounded_sweep"].append(rounded_sweep)
     state["verdict"] = gap_explorer_text(state)
     return state
 
@@ -835,11 +844,14 @@ def gap_explorer_state(runs: Sequence[Any], setting: str, threshold: float = 0.8
 def gap_explorer_text(state: Dict[str, Any]) -> str:
     """One line: how far the final weights are from 0/1, what the cell keeps and what discretizing costs."""
     where = f"at threshold {state['threshold']:.2f}" if state["uses_threshold"] else "(DARTS's rule: no threshold)"
-    gaps = [f"{r:.3f} -> {d:.3f}" if d is not None else f"{r:.3f} -> (not recorded)"
-            for r, d in zip(state["relaxed_acc"], state["discrete_acc"])]
+    def acc(x: Optional[float]) -> str:
+        return "(not recorded)" if x is None else f"{x:.3f}"
+
+    gaps = [f"{acc(r)} -> {acc(o)} -> {acc(d)}"
+            for r, o, d in zip(state["relaxed_acc"], state["rounded_acc"], state["discrete_acc"])]
     return (f"{state['setting']}, seeds {', '.join(map(str, state['seeds']))}: {where} the cell keeps "
             f"{', '.join(map(str, state['kept']))} ops, the final weights lie {np.mean(state['from_cell']):.3f} from "
-            f"its 0/1 weights on average; held-out accuracy relaxed -> discretized: {'; '.join(gaps)}.")
+            f"its 0/1 weights on average; held-out accuracy relaxed -> rounded -> cell: {'; '.join(gaps)}.")
 
 
 def gap_explorer_figure(state: Dict[str, Any], axes=None, title: Optional[str] = None):
@@ -861,8 +873,12 @@ def gap_explorer_figure(state: Dict[str, Any], axes=None, title: Optional[str] =
         style = _SEED_STYLES[i % len(_SEED_STYLES)]
         ax.plot(state["epochs"][i], state["relaxed_series"][i], style, color="#4c72b0",
                 label="relaxed" if i == 0 else None)
+        rounded = state["rounded_series"][i]
+        if any(v is not None for v in rounded):
+            ax.plot(state["epochs"][i], [np.nan if v is None else v for v in rounded], style, color="#55a868",
+                    label="rounded" if i == 0 else None)
         ax.plot(state["epochs"][i], state["discrete_series"][i], style, color="#c44e52",
-                label="discretized" if i == 0 else None)
+                label="derived cell" if i == 0 else None)
     ax.set_ylim(0, 1)
     ax.set_xlabel("epoch")
     ax.set_ylabel("held-out accuracy")
@@ -872,13 +888,18 @@ def gap_explorer_figure(state: Dict[str, Any], axes=None, title: Optional[str] =
     if state["uses_threshold"] and any(state["sweep"]):
         for i, sweep in enumerate(state["sweep"]):
             ts = sorted(sweep)
-            ax.plot(ts, [sweep[t] for t in ts], _SEED_STYLES[i % len(_SEED_STYLES)], marker="o", ms=3,
-                    color="#c44e52", label=f"seed {state['seeds'][i]}")
+            style = _SEED_STYLES[i % len(_SEED_STYLES)]
+            ax.plot(ts, [sweep[t] for t in ts], style, marker="o", ms=3, color="#c44e52",
+                    label=f"cell, seed {state['seeds'][i]}")
+            rounded = state["rounded_sweep"][i]
+            if any(rounded.get(t) is not None for t in ts):
+                ax.plot(ts, [np.nan if rounded.get(t) is None else rounded[t] for t in ts], style, marker="s", ms=3,
+                        color="#55a868", label=f"rounded, seed {state['seeds'][i]}")
             ax.axhline(state["relaxed_acc"][i], color="#4c72b0", lw=0.8, ls=_SEED_STYLES[i % len(_SEED_STYLES)])
         ax.axvline(state["threshold"], color="#c44e52", ls="--", lw=1)
         ax.set_ylim(0, 1)
         ax.set_xlabel("threshold")
-        ax.set_title("discretized accuracy (blue: relaxed)", fontsize=9)
+        ax.set_title("accuracy by threshold (blue: relaxed)", fontsize=9)
         ax.legend(fontsize=7, loc="lower left")
     else:
         _note(ax, "softmax: DARTS keeps the strongest ops,\nwhatever their weight: no threshold"

@@ -73,6 +73,8 @@ def test_weights_already_zero_or_one_have_no_gap(space):
     gap = discretization_gap(model, batches(), derived)
     assert gap.relaxed_loss == gap.discrete_loss and gap.relaxed_acc == gap.discrete_acc
     assert gap.acc_gap == gap.loss_gap == 0.0 and gap.distance_from_binary == 0.0
+    if space == "nb201":  # one op per edge: rounding is the cell (the DARTS cell also limits a node's inputs)
+        assert gap.rounded_loss == gap.relaxed_loss and gap.rounding_gap == 0.0
 
 
 @pytest.mark.parametrize("space, relaxation", [("darts", "sigmoid"), ("nb201", "sigmoid"), ("nb201", "softmax")])
@@ -95,6 +97,25 @@ def test_the_discretized_supernet_is_the_supernet_whose_alphas_pick_the_cell(spa
     assert gap.discrete_loss == pytest.approx(loss, rel=1e-6) and gap.discrete_acc == acc
     assert gap.relaxed_loss == pytest.approx(evaluate(model, data)[0], rel=1e-6)
     assert gap.discrete_loss != pytest.approx(gap.relaxed_loss, rel=1e-3)  # random alphas: a real gap
+
+
+def test_rounding_keeps_every_op_at_the_threshold_or_the_strongest_of_a_softmax_row():
+    from fairdarts_core.analysis import rounded_weights
+
+    w = torch.tensor([[0.9, 0.86, 0.2], [0.85, 0.1, 0.84]])
+    (r,) = rounded_weights([w], "sigmoid", 0.85)
+    assert r.tolist() == [[1, 1, 0], [1, 0, 0]]  # two ops on one edge: no per-edge limit
+    (r,) = rounded_weights([torch.tensor([[0.2, 0.5, 0.3], [0.4, 0.3, 0.3]])], "softmax", 0.85)
+    assert r.tolist() == [[0, 1, 0], [1, 0, 0]]  # the threshold plays no part
+    with pytest.raises(ValueError, match="unknown relaxation"):
+        rounded_weights([w], "tanh")
+    model = tiny("darts")
+    with torch.no_grad():
+        model.alphas_normal.copy_(torch.randn(14, 7) * 3)
+    gap = discretization_gap(model, batches(), model.genotype(), threshold=0.5)
+    normal = torch.sigmoid(model.alphas_normal.detach()) >= 0.5
+    assert normal.sum() > 14  # more ops than a cell keeps: rounding and the cell differ
+    assert gap.rounded_acc is not None and gap.rounded_loss != gap.discrete_loss
 
 
 def test_evaluate_is_the_mean_cross_entropy_and_accuracy_in_eval_mode():
@@ -156,12 +177,13 @@ def test_a_search_tracks_the_gap_without_changing_its_course(tmp_path):
     for a, b in zip(tracked.history, plain.history):  # the measurement changes nothing of the search
         assert a["cell_weight"] == b["cell_weight"] and a["train_loss"] == b["train_loss"]
     last = tracked.history[-1]["gap"]
-    assert set(last) == {"relaxed_loss", "relaxed_acc", "discrete_loss", "discrete_acc", "distance_from_binary",
-                         "acc_gap", "loss_gap"}
+    assert set(last) == {"relaxed_loss", "relaxed_acc", "rounded_loss", "rounded_acc", "discrete_loss",
+                         "discrete_acc", "distance_from_binary", "acc_gap", "rounding_gap", "loss_gap"}
     # after the last epoch, the threshold sweep; at the run's own threshold it is the record's gap
     sweep = tracked.history[-1]["gap_by_threshold"]
     assert "gap_by_threshold" not in tracked.history[0] and list(sweep)[0] == "0.50" and len(sweep) == 10
     assert sweep["0.85"]["discrete_acc"] == last["discrete_acc"] and sweep["0.85"]["discrete_loss"] == last["discrete_loss"]
+    assert sweep["0.85"]["rounded_acc"] == last["rounded_acc"]
     kept = [v["kept"] for v in sweep.values()]
     assert kept == sorted(kept, reverse=True)  # a higher threshold keeps fewer ops
     # the recorded files are consistent, and an edited gap is seen

@@ -27,10 +27,12 @@ def _run(preset: str, seed: int, weights: np.ndarray, relaxed_acc: float, sweep_
     history = []
     for epoch in (1, 2):
         gap = {"relaxed_acc": relaxed_acc - 0.1 * (2 - epoch), "discrete_acc": 0.3 + 0.1 * epoch,
+               "rounded_acc": 0.45,
                "relaxed_loss": 1.0, "discrete_loss": 2.0, "distance_from_binary": 0.2}
         history.append({"epoch": epoch, "cell_weight": weights.tolist(), "gap": gap})
     if config.relaxation == "sigmoid":
-        history[-1]["gap_by_threshold"] = {f"{t:.2f}": {"discrete_acc": sweep_acc(t), "discrete_loss": 1.0, "kept": 0}
+        history[-1]["gap_by_threshold"] = {f"{t:.2f}": {"discrete_acc": sweep_acc(t), "discrete_loss": 1.0, "kept": 0,
+                                                        "rounded_acc": sweep_acc(t) + 0.1, "rounded_loss": 1.0}
                                            for t in GAP_THRESHOLDS}
     return SimpleNamespace(config=config, history=history, path=None)
 
@@ -76,17 +78,20 @@ def test_the_state_reads_the_cell_and_the_recorded_sweep_at_the_threshold():
     assert len(state["weights"][0]) == 6 * len(OPS)
     # seed 1 keeps its 0.9 and 0.7: 28 weights of 0.05 off by 0.05, those two by 0.1 and 0.3
     assert state["from_cell"][1] == pytest.approx((28 * 0.05 + 0.1 + 0.3) / 30)
-    assert "keeps 1, 2 ops" in state["verdict"] and "0.700 -> 0.53" in state["verdict"]
+    assert state["rounded_acc"] == [pytest.approx(0.8 - 0.65 / 4), pytest.approx(0.9 - 0.65 / 2)]
+    assert state["rounded_series"][0] == [0.45, 0.45]
+    assert "keeps 1, 2 ops" in state["verdict"] and "0.700 -> 0.63" in state["verdict"]
     high = gap_explorer_state(runs, "sigmoid, L2 w=10", 0.95)
     assert high["kept"] == [1, 0]  # only seed 0's 0.95 conv reaches 0.95
     off_grid = gap_explorer_state(runs, "sigmoid, L2 w=10", 0.62)
-    assert off_grid["discrete_acc"] == [None, None] and "not recorded" in off_grid["verdict"]
+    assert off_grid["discrete_acc"] == off_grid["rounded_acc"] == [None, None] and "not recorded" in off_grid["verdict"]
 
 
 def test_softmax_ignores_the_threshold():
     runs = _runs()
     a, b = (gap_explorer_state(runs, "softmax", t) for t in (0.5, 0.95))
     assert not a["uses_threshold"] and a["kept"] == b["kept"] == [6] and a["discrete_acc"] == [0.5]
+    assert a["rounded_acc"] == [0.45]
     assert "no threshold" in a["verdict"]
 
 
