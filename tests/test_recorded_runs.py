@@ -52,7 +52,7 @@ def _sample(paths, setting, seed):
     return sorted(best.values())
 
 
-ONE_PER_FOLDER = ("ablation", "nb201_ablation")
+ONE_PER_FOLDER = ("ablation", "ablation_long", "nb201_ablation")
 """Folders whose settings differ only in the relaxation and the zero-one loss (chapter 4's ablation): one
 run per folder is re-run, as if they were one setting (the files of every run are checked all the same)."""
 
