@@ -40,11 +40,13 @@ PAGES = {
     "chapter1": "book/01_darts_in_a_nutshell.html",
     "chapter2": "book/02_the_collapse.html",
     "chapter3": "book/03_why_it_happens.html",
+    "chapter4": "book/04_the_discretization_gap.html",
 }
-WIDGET_SELECTOR = {"chapter1": ".widget-slider", "chapter2": ".widget-slider", "chapter3": ".widget-toggle-buttons"}
+WIDGET_SELECTOR = {"chapter1": ".widget-slider", "chapter2": ".widget-slider", "chapter3": ".widget-toggle-buttons",
+                   "chapter4": ".widget-toggle-buttons"}
 """What each page's saved widget view renders once its JavaScript has run."""
 NOTEBOOK_PAGES = {"chapter1": "book/01_darts_in_a_nutshell.ipynb", "chapter2": "book/02_the_collapse.ipynb",
-                  "chapter3": "book/03_why_it_happens.ipynb"}
+                  "chapter3": "book/03_why_it_happens.ipynb", "chapter4": "book/04_the_discretization_gap.ipynb"}
 
 
 def _require(condition: bool, why: str) -> None:
@@ -146,6 +148,8 @@ def test_every_image_loaded(pages, name):
         assert len(images) >= 10, f"chapter 2 should show its plots and cell drawings, found {len(images)} images"
     if name == "chapter3":
         assert len(images) >= 8, f"chapter 3 should show its plots, found {len(images)} images"
+    if name == "chapter4":
+        assert len(images) >= 5, f"chapter 4 should show its plots, found {len(images)} images"
 
 
 def test_chapter1_widget_view(pages):
@@ -159,6 +163,20 @@ def test_chapter1_widget_view(pages):
                               .some(i => i.naturalWidth > 0)""")
         assert ok, "the edge explorer's bar plot is not rendered"
         assert "keeps" in page.locator(".widget-html").all_inner_texts().__str__()
+    assert not [e for e in errors if "widget" in e.lower()], f"widget errors in the page: {errors}"
+
+
+def _saved_widget_view(page, errors, controls, image: str) -> None:
+    """The widget state was saved with the notebook; where the widget JavaScript is vendored, every
+    ``(selector, at least, what)`` of ``controls`` renders offline, and so does the figure ``image`` names."""
+    assert page.locator('script[type="application/vnd.jupyter.widget-state+json"]').count() == 1, \
+        "the widget state was not saved with the executed notebook"
+    if VENDORED:
+        for selector, least, what in controls:
+            assert page.locator(selector).count() >= least, f"{what} is not rendered"
+        ok = page.evaluate("""() => Array.from(document.querySelectorAll('.jupyter-widgets img, img.widget-image'))
+                              .some(i => i.naturalWidth > 0)""")
+        assert ok, f"{image} is not rendered"
     assert not [e for e in errors if "widget" in e.lower()], f"widget errors in the page: {errors}"
 
 
@@ -185,20 +203,26 @@ def test_chapter2_epoch_explorer_view(pages):
 
 def test_chapter3_condition_explorer_view(pages):
     page, errors, _ = pages["chapter3"]
-    assert page.locator('script[type="application/vnd.jupyter.widget-state+json"]').count() == 1, \
-        "the widget state was not saved with the executed notebook"
-    if VENDORED:  # the toggles, the checkboxes and the redrawn figure render without any network access
-        assert page.locator(".widget-toggle-buttons").count() >= 1, "the relaxation toggle is not rendered"
-        assert page.locator(".widget-checkbox").count() >= 2, "the noise / skip checkboxes are not rendered"
-        ok = page.evaluate("""() => Array.from(document.querySelectorAll('.jupyter-widgets img, img.widget-image'))
-                              .some(i => i.naturalWidth > 0)""")
-        assert ok, "the explorer's figure is not rendered"
-    assert not [e for e in errors if "widget" in e.lower()], f"widget errors in the page: {errors}"
+    _saved_widget_view(page, errors, [(".widget-toggle-buttons", 1, "the relaxation toggle"),
+                                      (".widget-checkbox", 2, "the noise / skip checkboxes")], "the explorer's figure")
     text = page.locator("main").inner_text()
     for heading in ("The result", "The two conditions", "Break the exclusive competition", "Break the unfair advantage",
                     "Take skip away", "What skips cost", "The collapse indicator", "Explorer"):
         assert heading in text, f"chapter 3 lacks its section {heading!r}"
     assert "Hessian eigenvalue" in text
+
+
+def test_chapter4_gap_explorer_view(pages):
+    page, errors, _ = pages["chapter4"]
+    _saved_widget_view(page, errors, [(".widget-toggle-buttons", 1, "the zero-one setting buttons"),
+                                      (".widget-slider", 1, "the threshold slider")], "the explorer's figure")
+    if VENDORED:
+        assert "held-out accuracy" in " ".join(page.locator(".widget-html").all_inner_texts())
+    text = page.locator("main").inner_text()
+    for heading in ("The result", "The gap in a worked example", "Live: the gap during a search",
+                    "The final weights, side by side", "Explorer"):
+        assert heading in text, f"chapter 4 lacks its section {heading!r}"
+    assert "the authors'" in text and "rounded" in text
 
 
 def test_chapter1_has_a_static_figure_for_the_explorer(pages):
