@@ -283,7 +283,7 @@ def _normalized(vectors: List[torch.Tensor]) -> List[torch.Tensor]:
 
 
 # ==========================================================================================================
-# The discretization gap (Fair DARTS, Sec. 4.2): what deriving the cell costs the trained supernet
+# The discretization gap (Fair DARTS, Sec. 4, Eq. 5): what deriving the cell costs the trained supernet
 # ==========================================================================================================
 #
 # After a search the derived cell keeps one op per kept edge and drops the rest: the network changes. The
@@ -417,7 +417,7 @@ def finetune_discrete(model: nn.Module, weights: Sequence[torch.Tensor], batches
 
 def discretization_gap(model: nn.Module, batches: Batches, genotype=None, threshold: float = 0.85,
                        finetune_batches: Optional[Batches] = None, finetune_lr: float = 0.01) -> DiscretizationGap:
-    """The discretization gap of a trained supernet (Fair DARTS, Sec. 4.2) on the held-out ``batches``
+    """The discretization gap of a trained supernet (Fair DARTS, Sec. 4, Eq. 5) on the held-out ``batches``
     (a list of ``(images, labels)``): (a) the supernet with its relaxed weights; (b) the same supernet with
     its weights rounded to 0/1 at ``threshold`` (:func:`rounded_weights`) and (b') with ``genotype``'s 0/1
     weights (default: ``model.genotype()``, the relaxation's own derive rule), no retraining; and, when

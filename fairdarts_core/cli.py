@@ -487,7 +487,7 @@ def run_evaluate_cmd(args: argparse.Namespace) -> int:
 # --- gap: what deriving the cell costs a trained supernet ---------------------------------------------------
 
 def add_gap(sub) -> None:
-    p = _command(sub, "gap", "The discretization gap of a search run (Fair DARTS, Sec. 4.2): its supernet with the "
+    p = _command(sub, "gap", "The discretization gap of a search run (Fair DARTS, Sec. 4, Eq. 5): its supernet with the "
                  "relaxed weights against the same supernet with the derived cell's 0/1 weights, on held-out "
                  "test images (needs RUN_DIR/checkpoint.pt).", run_gap_cmd)
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a search run directory with its checkpoint.pt")

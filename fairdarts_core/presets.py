@@ -246,7 +246,7 @@ class SearchConfig:
     # a collapse indicator (RobustDARTS): the dominant Hessian eigenvalue of the validation loss w.r.t. alpha,
     # measured after every epoch on one fixed architecture batch (analysis.hessian_eigenvalue)
     track_hessian: bool = False
-    # the discretization gap (Fair DARTS, Sec. 4.2): the supernet with its relaxed weights against the same
+    # the discretization gap (Fair DARTS, Sec. 4, Eq. 5): the supernet with its relaxed weights against the same
     # supernet with the derived cell's 0/1 weights, after every epoch, on gap_images held-out test images
     # (analysis.discretization_gap); a sigmoid search also sweeps the threshold after its last epoch
     track_gap: bool = False

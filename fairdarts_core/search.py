@@ -76,7 +76,7 @@ def hessian_at(model: torch.nn.Module, batch) -> float:
 
 
 def gap_at(model: torch.nn.Module, batches, config: SearchConfig) -> Dict[str, float]:
-    """The tracked discretization gap after an epoch (Fair DARTS, Sec. 4.2;
+    """The tracked discretization gap after an epoch (Fair DARTS, Sec. 4, Eq. 5;
     :func:`fairdarts_core.analysis.discretization_gap`): the supernet with its relaxed weights against the
     same supernet with the cell ``config``'s derive rule gives now, on the fixed held-out ``batches``, in
     eval mode (nothing of the search changes: no buffer, no random draw)."""

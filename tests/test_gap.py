@@ -1,4 +1,4 @@
-"""The discretization gap (Fair DARTS, Sec. 4.2): the relaxed supernet against the same supernet with the
+"""The discretization gap (Fair DARTS, Sec. 4, Eq. 5): the relaxed supernet against the same supernet with the
 derived cell's 0/1 weights, on cases whose answer is known."""
 from pathlib import Path
 
