@@ -261,8 +261,8 @@ def _zero_one(w, kind="l2"):
     (lambda w, kind="l2": _zero_one(w, "l2"), "that is the L2 form"),
     (lambda w, kind="l2": -(w * w).mean() if kind == "l2" else -w.abs().mean(), "measured from 0, not from 0.5"),
     (lambda w, kind="l2": _zero_one(torch.sigmoid(w), kind), "applies the sigmoid again"),
-    (lambda w, kind="l2": torch.tensor(float(_zero_one(w, kind))), "carries no gradient"),
-    (lambda w, kind="l2": float(_zero_one(w, kind)), "return a torch tensor"),
+    (lambda w, kind="l2": torch.tensor(_zero_one(w, kind).item()), "carries no gradient"),
+    (lambda w, kind="l2": _zero_one(w, kind).item(), "return a torch tensor"),
     (lambda w, kind="l2": (w - 0.5) ** 2, "the loss is one number"),
 ])
 def test_the_zero_one_loss_checker_accepts_eq5_and_names_each_mistake(fn, words):
