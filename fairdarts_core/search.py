@@ -103,14 +103,14 @@ def gap_by_threshold(model: torch.nn.Module, batches, config: SearchConfig) -> D
     from .analysis import discrete_weights, evaluate, rounded_weights
 
     space = get_space(config.space)
-    relaxed = [w.detach().cpu().numpy() for w in model.relaxed_weights()]
+    relaxed = [w.detach() for w in model.relaxed_weights()]
+    arrays = [w.cpu().numpy() for w in relaxed]
     out = {}
     for t in GAP_THRESHOLDS:
-        genotype = space.derive(relaxed, replace(config, threshold=t), parse_method(config))
+        genotype = space.derive(arrays, replace(config, threshold=t), parse_method(config))
         weights = discrete_weights(model, genotype)
         loss, acc = evaluate(model, batches, weights)
-        r_loss, r_acc = evaluate(model, batches, rounded_weights([w.detach() for w in model.relaxed_weights()],
-                                                                 config.relaxation, t))
+        r_loss, r_acc = evaluate(model, batches, rounded_weights(relaxed, config.relaxation, t))
         out[f"{t:.2f}"] = {"discrete_loss": loss, "discrete_acc": acc, "kept": int(sum(float(w.sum()) for w in weights)),
                            "rounded_loss": r_loss, "rounded_acc": r_acc}
     return out
