@@ -519,7 +519,10 @@ class NB201SearchCell(nn.Module):
         bn = bns[0]
         mean = torch.cat([b.running_mean for b in bns])
         var = torch.cat([b.running_var for b in bns])
-        z = F.batch_norm(z, mean, var, training=self.training, momentum=bn.momentum, eps=bn.eps)
+        momentum = bn.momentum
+        if momentum is None and self.training:  # a cumulative average, as nn.BatchNorm2d keeps it
+            momentum = 1.0 / float(bn.num_batches_tracked + 1)
+        z = F.batch_norm(z, mean, var, training=self.training, momentum=momentum or 0.0, eps=bn.eps)
         if self.training:  # F.batch_norm updated the stacked copies: write them back to every edge
             with torch.no_grad():
                 for b, m_new, v_new in zip(bns, mean.chunk(len(bns)), var.chunk(len(bns))):

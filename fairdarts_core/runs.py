@@ -548,3 +548,23 @@ def finished_runs(directory: PathLike) -> List[Path]:
     found = [p for p in directory.iterdir() if p.is_dir() and (p / "provenance.json").is_file()]
     found += [p for p in directory.glob("*.json") if "provenance" in _read_json(p)]
     return sorted(found)
+
+
+def genotype_source(run: TrainRun) -> Optional[Path]:
+    """The genotype file a recorded retraining started from: the ``--genotype FILE`` of the first command in
+    its provenance, as written there (relative to where it ran); None for ``--arch`` or no provenance."""
+    sessions = (run.provenance or {}).get("sessions") or [{}]
+    try:
+        words = shlex.split(str(sessions[0].get("command", "")))
+    except ValueError:  # unbalanced quotes: not a command this library wrote
+        return None
+    return Path(words[words.index("--genotype") + 1]) if "--genotype" in words[:-1] else None
+
+
+def retrained_from(search: SearchRun, retrains: Sequence[TrainRun]) -> List[TrainRun]:
+    """The retrainings in ``retrains`` whose genotype file lies in ``search``'s run directory (matched by the
+    last two parts of the path, e.g. ``ablation/w100_s0``, so that both may be read from any folder), sorted
+    by training seed."""
+    key = search.path.parts[-2:]
+    found = [r for r in retrains if (src := genotype_source(r)) is not None and src.parent.parts[-2:] == key]
+    return sorted(found, key=lambda r: int(r.config.seed))

@@ -137,6 +137,23 @@ def test_fast_and_reference_formulations_agree(primitives):
     assert torch.allclose(fast(x), ref(x), atol=1e-5)
 
 
+def test_fast_formulation_keeps_a_cumulative_average_when_momentum_is_none():
+    """nn.BatchNorm2d(momentum=None) averages every batch so far; the fast path's stacked BN must too."""
+    torch.manual_seed(0)
+    fast = tiny("softmax", N=1, alpha_init_std=1.0)
+    for m in fast.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    ref = copy.deepcopy(fast)
+    ref.set_formulation("reference")
+    for step in range(3):
+        x, _ = batch(8, seed=step)
+        assert torch.allclose(fast(x), ref(x), atol=1e-5)
+    s_f, s_r = fast.state_dict(), ref.state_dict()
+    for k in s_f:
+        assert torch.allclose(s_f[k].float(), s_r[k].float(), atol=1e-6), k
+
+
 def test_state_dict_names():
     keys = tiny(N=1).state_dict().keys()
     assert "cells.0.edges.5.ops.3.op.1.weight" in keys        # cell 0, edge 3<-2, nor_conv_3x3's conv

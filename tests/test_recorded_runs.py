@@ -576,6 +576,29 @@ def test_recorded_random_cell_holds_its_skips(run_dir):
     assert run.config.seed == seed and 0.0 < run.test_acc <= 1.0
 
 
+# --- chapter 4: the ablation's cells retrained -----------------------------------------------------------------
+ABLATION_RETRAINS = [p for folder in ("ablation_retrain", "nb201_ablation_retrain")
+                     for p in runs.finished_runs(RUNS / folder) if p.is_dir()]
+
+
+@pytest.mark.parametrize("run_dir", ABLATION_RETRAINS, ids=_id)
+def test_recorded_ablation_retrain_trains_the_cell_of_its_search(run_dir):
+    """`<folder>_retrain/<search>_t<seed>` retrains the cell `<folder>/<search>` derived (from its genotype
+    file, read with the run) with its space's CPU train preset and training seed <seed>."""
+    run = runs.load_train_run(run_dir)
+    assert run.finished, "the run did not finish"
+    source = runs.genotype_source(run)
+    assert source is not None and source.name == "genotype.json", source
+    search = runs.load_search_run(ROOT / source.parent)
+    name, seed = run_dir.name.rsplit("_t", 1)
+    assert run_dir.parent.name == search.path.parent.name.replace("ablation_long", "ablation") + "_retrain"
+    assert name == search.path.name or name == f"long_{search.path.name}"
+    assert run.genotype == search.genotype and runs.retrained_from(search, [run]) == [run]
+    preset = "nb201-cpu" if search.config.space == "nb201" else "cpu"
+    assert run.config.to_dict() == get_train_preset(preset, seed=int(seed)).to_dict()
+    assert 0.0 < run.test_acc <= 1.0
+
+
 def test_a_chain_config_with_the_noise_fields_at_their_defaults_is_the_same_setting():
     old = runs.load_mechanism_run(RUNS / "mechanism" / "d16_softmax_s0.json")["config"]
     new = {**old, "skip_noise": False, "noise_steps": None}

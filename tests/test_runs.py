@@ -306,3 +306,23 @@ def test_loading_a_broken_run_is_one_line(tmp_path):
 def test_chain_config_refuses_bad_values(kw, message):
     with pytest.raises(ValueError, match=message):
         ChainConfig(**kw)
+
+
+def _train_run(path: Path, command) -> runs.TrainRun:
+    provenance = None if command is None else {"sessions": [{"command": command}]}
+    return runs.TrainRun(path, tiny_train(), [], CELL, provenance)
+
+
+def test_a_retraining_is_matched_to_the_search_whose_genotype_file_it_read(tmp_path):
+    search = runs.SearchRun(tmp_path / "data/runs/ablation/w100_s0", tiny_search(), [], CELL, None, {})
+    mine = _train_run(tmp_path / "a", "fairdarts train --genotype data/runs/ablation/w100_s0/genotype.json "
+                                      "--preset cpu --out data/runs/ablation_retrain/w100_s0_t0")
+    other_seed = _train_run(tmp_path / "b", "fairdarts train --genotype data/runs/ablation/w100_s1/genotype.json --preset cpu")
+    other_folder = _train_run(tmp_path / "c", "fairdarts train --genotype data/runs/nb201_ablation/w100_s0/genotype.json")
+    published = _train_run(tmp_path / "d", "fairdarts train --arch 'FairDARTS_a' --preset cpu")
+    unquoted = _train_run(tmp_path / "e", "fairdarts train --arch '|skip_connect~0|+ --preset cpu")
+    assert runs.genotype_source(mine) == Path("data/runs/ablation/w100_s0/genotype.json")
+    assert runs.genotype_source(published) is None and runs.genotype_source(unquoted) is None
+    assert runs.genotype_source(_train_run(tmp_path / "f", None)) is None
+    assert runs.genotype_source(_train_run(tmp_path / "g", "fairdarts train --genotype")) is None
+    assert runs.retrained_from(search, [other_seed, mine, other_folder, published, unquoted]) == [mine]
