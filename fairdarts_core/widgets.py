@@ -960,6 +960,98 @@ def gap_explorer_static(runs: Sequence[Any], settings: Optional[Sequence[str]] =
     return fig, axes
 
 
+# --- the threshold explorer (chapter 5): which edges of a finished search survive a threshold ------------
+
+def threshold_explorer_state(run: Any, threshold: float = 0.85) -> Dict[str, Any]:
+    """What a finished Fair DARTS search of the DARTS space derives at ``threshold`` instead of its own.
+
+    ``run``: a search with ``.config`` and ``.weights`` (:func:`fairdarts_core.runs.load_search_run`; the
+    final relaxed weights). Its derive rule (``threshold_sparse``: the strongest op of an edge if its
+    sigmoid reaches the threshold, then the two strongest such edges of a node) at ``threshold``. Per
+    cell (``"normal"``, ``"reduce"``): ``edges`` (the kept ``(op, to, from)``), ``live`` (the intermediate
+    nodes the inputs reach, :func:`fairdarts_core.genotype.live_nodes`), ``isolated`` (the others: the
+    evaluation network drops them), ``edges_above`` (edges with an op other than ``none`` at or above the
+    threshold, before the two-per-node rule) and ``ops_above``. Also ``genotype`` and ``verdict``."""
+    import dataclasses
+
+    from .genotype import live_nodes
+
+    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 < threshold < 1:
+        raise ValueError(f"threshold must be a number in (0, 1); got {threshold!r}")
+    config = run.config
+    if config.space != "darts" or config.relaxation != "sigmoid":
+        raise ValueError(f"the threshold explorer reads Fair DARTS searches of the DARTS space; {run.path} is a "
+                         f"{config.relaxation} search of the {config.space} space")
+    from .spaces import get_space
+
+    space = get_space("darts")
+    weights = [np.asarray(run.weights[name], dtype=np.float64) for name in space.weight_names]
+    at = dataclasses.replace(config, threshold=float(threshold))
+    genotype = space.derive(weights, at, space.derive_method(at))
+    candidates = [k for k, op in enumerate(config.primitives) if op != "none"]
+    state: Dict[str, Any] = {"threshold": float(threshold), "genotype": genotype, "path": str(run.path)}
+    for kind, w in zip(("normal", "reduce"), weights):
+        above = w[:, candidates] >= threshold
+        live = live_nodes(genotype.cell(kind), genotype.steps)
+        state[kind] = {"edges": list(genotype.cell(kind)), "live": live,
+                       "isolated": [n for n in range(2, genotype.steps + 2) if n not in live],
+                       "edges_above": int(above.any(axis=1).sum()), "ops_above": int(above.sum())}
+    state["verdict"] = threshold_explorer_text(state)
+    return state
+
+
+def threshold_explorer_text(state: Dict[str, Any]) -> str:
+    """One line per cell: the edges it keeps at the threshold, its live and isolated nodes."""
+    lines = []
+    for kind, name in (("normal", "normal cell"), ("reduce", "reduction cell")):
+        c = state[kind]
+        nodes = (f"live nodes {', '.join(map(str, c['live']))}" if c["live"] else "no live node") + (
+            f"; isolated {', '.join(map(str, c['isolated']))}" if c["isolated"] else "")
+        lines.append(f"At {state['threshold']:.2f} the {name} keeps {len(c['edges'])} edges ({nodes}); "
+                     f"{c['edges_above']} edges have an op at or above the threshold ({c['ops_above']} ops).")
+    return "\n".join(lines)
+
+
+def threshold_explorer_static(run: Any, thresholds: Sequence[float] = (0.8, 0.85, 0.9), cell: str = "normal"):
+    """The static twin of :func:`threshold_explorer`: one cell (``"normal"`` or ``"reduce"``) as derived at
+    each threshold, side by side in one graphviz drawing (isolated nodes grey and dashed)."""
+    from .viz import plot_cells
+
+    if cell not in ("normal", "reduce"):
+        raise ValueError(f"cell must be 'normal' or 'reduce'; got {cell!r}")
+    states = [threshold_explorer_state(run, t) for t in thresholds]
+    titles = [f"threshold {s['threshold']:.2f}: {len(s[cell]['edges'])} edges, {len(s[cell]['live'])} live nodes"
+              for s in states]
+    return plot_cells([s[cell]["edges"] for s in states], titles, steps=states[0]["genotype"].steps)
+
+
+def threshold_explorer(run: Any, threshold: float = 0.85, title: str = "Which edges survive the threshold"):
+    """A threshold slider (0.5 to 0.95) that redraws both derived cells of a finished search (isolated nodes
+    grey) and says what each keeps. Returns an ``ipywidgets.VBox`` (``box.state()``; ``box.threshold``)."""
+    import ipywidgets as W
+
+    from .viz import plot_genotype
+
+    threshold_explorer_state(run, threshold)  # validates once
+    slider = W.FloatSlider(value=round(float(threshold), 2), min=0.5, max=0.95, step=0.05, description="threshold",
+                           readout_format=".2f", continuous_update=False)
+    verdict, drawing = W.HTML(), W.HTML()
+
+    def current() -> Dict[str, Any]:
+        return threshold_explorer_state(run, round(slider.value, 2))
+
+    def update(_=None) -> None:
+        state = current()
+        verdict.value = "".join(f"<p>{line}</p>" for line in state["verdict"].splitlines())
+        drawing.value = _scalable_svg(plot_genotype(state["genotype"]).pipe(format="svg").decode())
+
+    slider.observe(update, "value")
+    update()
+    box = W.VBox([W.HTML(f"<b>{title}</b>"), slider, verdict, drawing])
+    box.state, box.threshold = current, slider
+    return box
+
+
 __all__: List[str] = ["edge_explorer_state", "edge_explorer_text", "edge_explorer_figure", "edge_explorer",
                       "strongest_edge", "epoch_explorer_state", "epoch_explorer_text", "epoch_explorer_figure",
                       "epoch_explorer_cell", "epoch_explorer", "epoch_explorer_static",
@@ -967,4 +1059,5 @@ __all__: List[str] = ["edge_explorer_state", "edge_explorer_text", "edge_explore
                       "condition_explorer_state", "condition_explorer_text", "condition_explorer_figure",
                       "condition_explorer", "condition_explorer_static", "ablation_of", "recorded_ablations",
                       "gap_explorer_state", "gap_explorer_text", "gap_explorer_figure", "gap_explorer",
-                      "gap_explorer_static"]
+                      "gap_explorer_static", "threshold_explorer_state", "threshold_explorer_text",
+                      "threshold_explorer_static", "threshold_explorer"]
