@@ -241,6 +241,39 @@ def plot_dominant_ops(history: Sequence[dict], primitives: Sequence[str], cell: 
     return fig, ax
 
 
+def plot_op_weights(history: Sequence[dict], primitives: Sequence[str], cell: str = "normal", ax=None,
+                    threshold: Optional[float] = None, title: Optional[str] = None):
+    """One line per op: its relaxed weight averaged over the edges of ``cell`` after every recorded epoch,
+    the band from its weakest to its strongest edge shaded (with sigmoids, independent weights move
+    together or apart; with a softmax they share one unit per edge). ``threshold``: a dashed line (Fair
+    DARTS's 0.85). Returns ``(figure, axes)``."""
+    from matplotlib.ticker import MaxNLocator
+
+    from .analysis import history_weights
+
+    if not history:
+        raise ValueError("the history is empty: nothing to plot")
+    W = np.asarray(history_weights(history, cell), dtype=np.float64)  # (epochs, edges, ops)
+    if W.ndim != 3 or W.shape[2] != len(primitives):
+        raise ValueError(f"the history's {cell}_weight matrices do not have {len(primitives)} columns")
+    epochs = _history_epochs(history)
+    fig, ax = _axes(ax, (6.0, 3.2))
+    for k, op in enumerate(primitives):
+        ax.plot(epochs, W[:, :, k].mean(axis=1), color=op_color(op), lw=1.6, marker="o" if len(epochs) < 3 else None,
+                ms=3, label=op)
+        ax.fill_between(epochs, W[:, :, k].min(axis=1), W[:, :, k].max(axis=1), color=op_color(op), alpha=0.08,
+                        lw=0)
+    if threshold is not None:
+        ax.axhline(threshold, color="grey", ls="--", lw=0.8)
+    ax.set_ylim(0, 1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("relaxed weight (mean over edges)")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    ax.set_title(title or f"the weight of every op, {cell_label(cell)} (band: weakest to strongest edge)", fontsize=10)
+    return fig, ax
+
+
 def edge_trajectories(history: Sequence[dict], primitives: Sequence[str], cell: str = "normal") -> dict:
     """Per edge and epoch: skip's relaxed weight and that of the strongest convolution.
 

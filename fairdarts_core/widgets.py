@@ -960,6 +960,48 @@ def gap_explorer_static(runs: Sequence[Any], settings: Optional[Sequence[str]] =
     return fig, axes
 
 
+# --- a live plot for a search in a notebook (chapter 5) ----------------------------------------------------
+
+class LivePlot:
+    """A callback for :func:`fairdarts_core.search.run_search` that redraws, after every epoch, the weight of
+    every op (:func:`fairdarts_core.viz.plot_op_weights`) in place in the notebook (one output, updated
+    through an IPython display handle, so the executed notebook keeps the last drawing).
+
+    ``stop_after``: return ``False`` after that epoch, which stops the search there (resumable with
+    ``resume=True``). ``show=False`` draws nothing (tests). ``history`` holds the records seen so far."""
+
+    def __init__(self, primitives: Sequence[str], cell: str = "normal", threshold: Optional[float] = None,
+                 stop_after: Optional[int] = None, show: bool = True):
+        if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1):
+            raise ValueError(f"stop_after must be a number of epochs >= 1 (or None); got {stop_after!r}")
+        self.primitives, self.cell, self.threshold = list(primitives), cell, threshold
+        self.stop_after, self.show = stop_after, show
+        self.history: List[Dict[str, Any]] = []
+        self._handle = None
+
+    def figure(self):
+        """The current drawing, ``(figure, axes)``."""
+        from .viz import plot_op_weights
+
+        return plot_op_weights(self.history, self.primitives, self.cell, threshold=self.threshold)
+
+    def __call__(self, record: Dict[str, Any], model: Any = None) -> Optional[bool]:
+        self.history.append(record)
+        if self.show:
+            import matplotlib.pyplot as plt
+            from IPython.display import display
+
+            fig, _ = self.figure()
+            if self._handle is None:
+                self._handle = display(fig, display_id=True)
+            else:
+                self._handle.update(fig)
+            plt.close(fig)
+        if self.stop_after is not None and int(record["epoch"]) >= self.stop_after:
+            return False
+        return None
+
+
 # --- the threshold explorer (chapter 5): which edges of a finished search survive a threshold ------------
 
 def threshold_explorer_state(run: Any, threshold: float = 0.85) -> Dict[str, Any]:
@@ -1060,4 +1102,4 @@ __all__: List[str] = ["edge_explorer_state", "edge_explorer_text", "edge_explore
                       "condition_explorer", "condition_explorer_static", "ablation_of", "recorded_ablations",
                       "gap_explorer_state", "gap_explorer_text", "gap_explorer_figure", "gap_explorer",
                       "gap_explorer_static", "threshold_explorer_state", "threshold_explorer_text",
-                      "threshold_explorer_static", "threshold_explorer"]
+                      "threshold_explorer_static", "threshold_explorer", "LivePlot"]

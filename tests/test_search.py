@@ -195,6 +195,10 @@ def test_resume_ends_with_exactly_the_same_alphas(tmp_path):
     for a, b in zip(full.model.arch_parameters(), resumed.model.arch_parameters()):
         assert torch.equal(a, b)
     assert [r["train_loss"] for r in full.history] == [r["train_loss"] for r in resumed.history]
+    full_state, resumed_state = full.model.state_dict(), resumed.model.state_dict()  # network weights and BN too
+    assert list(full_state) == list(resumed_state)
+    assert all(torch.equal(full_state[k], resumed_state[k]) for k in full_state)
+    assert resumed.genotype == full.genotype
 
 
 @needs_data

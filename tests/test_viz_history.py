@@ -255,3 +255,47 @@ def test_nb201_history_plots_and_explorer():
     box = widgets.epoch_explorer(hist, ops, cell="cell")
     box.slider.value = 1
     assert box.state()["skip_count"] == 0
+
+
+def test_op_weights_plot_draws_the_mean_and_the_band_of_every_op():
+    hist = collapsing_history()
+    fig, ax = viz.plot_op_weights(hist, OPS, threshold=0.85)
+    lines = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+    assert set(lines) == set(OPS)
+    skip = np.asarray(lines["skip_connect"].get_ydata())
+    assert skip == pytest.approx([0.4 / 6, (6 * 0.6 + 8 * 0.4 / 6) / 14, (12 * 0.6 + 2 * 0.4 / 6) / 14])
+    band = ax.collections[OPS.index("skip_connect")].get_paths()[0].vertices[:, 1]
+    assert band.min() == pytest.approx(0.4 / 6) and band.max() == pytest.approx(0.6)  # weakest .. strongest edge
+    assert any(line.get_ydata()[0] == 0.85 for line in ax.get_lines() if line.get_label().startswith("_"))
+    plt.close(fig)
+    with pytest.raises(ValueError, match="empty"):
+        viz.plot_op_weights([], OPS)
+    with pytest.raises(ValueError, match="do not have 3 columns"):
+        viz.plot_op_weights(hist, OPS[:3])
+
+
+def test_live_plot_keeps_the_records_redraws_in_place_and_stops_when_asked(monkeypatch):
+    shown = []
+
+    class Handle:
+        def update(self, fig):
+            shown.append(("update", fig))
+
+    def display(fig, display_id=False):
+        shown.append(("display", fig))
+        return Handle()
+
+    import IPython.display
+
+    monkeypatch.setattr(IPython.display, "display", display)
+    live = widgets.LivePlot(OPS, threshold=0.85, stop_after=2)
+    hist = collapsing_history()
+    assert live(hist[0], None) is None
+    assert live(hist[1], None) is False  # stop after epoch 2
+    assert live.history == hist[:2] and [kind for kind, _ in shown] == ["display", "update"]
+    quiet = widgets.LivePlot(OPS, show=False)
+    assert all(quiet(r) is None for r in hist) and len(shown) == 2
+    assert quiet.figure()[1].get_lines()[0].get_xdata().tolist() == [1, 2, 3]
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="stop_after must be a number of epochs >= 1"):
+            widgets.LivePlot(OPS, stop_after=bad)
