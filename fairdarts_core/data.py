@@ -4,6 +4,8 @@
   time when the machine is online.
 - Fashion-MNIST (the offline data set of the CPU presets) is read from its four gzip idx files, found in
   ``data/fashion-mnist/`` or in Debian's ``/usr/share/datasets/fashion-mnist/``; no network, ever.
+- Your own images: :func:`register_dataset` (any torchvision-style dataset, in Python) or
+  ``dataset="folder:PATH"`` (an image folder with ``train/`` and ``test/``, e.g. on the command line).
 
 All of these are small (CIFAR-10 is 150 MB as uint8), so a data set lives as one uint8 tensor on the
 device and batches are cut from it with tensor ops (:class:`TensorLoader`): no DataLoader workers, no
@@ -62,10 +64,127 @@ FASHION_FILES = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 
 
 def dataset_info(name: str) -> DatasetInfo:
+    if isinstance(name, str) and name.startswith(FOLDER_PREFIX) and name not in DATASETS:
+        register_image_folder(name[len(FOLDER_PREFIX):])
     try:
         return DATASETS[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}") from None
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, 'folder:PATH' (an image "
+                         f"folder with train/ and test/), or a name given to data.register_dataset") from None
+
+
+# --- your own data -------------------------------------------------------------------------------------------
+FOLDER_PREFIX = "folder:"
+"""``dataset="folder:PATH"``: the images under ``PATH/train/CLASS/*`` and ``PATH/test/CLASS/*``
+(torchvision's ``ImageFolder`` layout), read when a config names it."""
+
+BUILT_IN = tuple(DATASETS)
+_REGISTERED: dict = {}   # name -> {True: (images, labels), False: (images, labels)}
+
+
+def _as_uint8_image(image, where: str) -> torch.Tensor:
+    """One image as uint8 ``(C, H, W)``: a PIL image, an array ``(H, W)`` / ``(H, W, C)``, or a tensor
+    ``(C, H, W)`` (uint8, or float in [0, 1] as torchvision's ``ToTensor`` gives)."""
+    if isinstance(image, torch.Tensor):
+        t = image.detach().cpu()
+        if t.ndim == 2:
+            t = t.unsqueeze(0)
+        if t.is_floating_point():
+            if t.numel() and (float(t.min()) < 0 or float(t.max()) > 1):
+                raise DataError(f"{where}: a float image must lie in [0, 1] (torchvision's ToTensor), before any "
+                                f"normalisation; got values in [{float(t.min()):.3g}, {float(t.max()):.3g}]")
+            t = (t * 255).round()
+        return t.to(torch.uint8)
+    a = np.asarray(image)
+    if a.dtype != np.uint8 or a.ndim not in (2, 3):
+        raise DataError(f"{where}: an image must be a PIL image, a uint8 array (H, W) or (H, W, C), or a tensor "
+                        f"(C, H, W); got {type(image).__name__} {a.dtype} {a.shape}")
+    t = torch.from_numpy(a.copy())
+    return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
+
+
+def _stack_split(dataset, name: str, split: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    try:
+        n = len(dataset)
+    except TypeError:
+        raise DataError(f"the {split} set of {name!r} must be a torchvision-style dataset (len and ds[i] -> "
+                        f"(image, label)); got {type(dataset).__name__}") from None
+    if n == 0:
+        raise DataError(f"the {split} set of {name!r} holds no image")
+    images, labels = [], []
+    for i in range(n):
+        item = dataset[i]
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise DataError(f"{split}[{i}] of {name!r} is not an (image, label) pair")
+        image = _as_uint8_image(item[0], f"{split}[{i}] of {name!r}")
+        if images and image.shape != images[0].shape:
+            raise DataError(f"{split}[{i}] of {name!r} is {tuple(image.shape)}, {split}[0] {tuple(images[0].shape)}: "
+                            f"every image must have one size (resize them in the dataset's transform)")
+        label = item[1]
+        if isinstance(label, torch.Tensor) and label.numel() == 1:
+            label = label.item()
+        if isinstance(label, bool) or not isinstance(label, numbers.Integral) or label < 0:
+            raise DataError(f"{split}[{i}] of {name!r} has label {label!r}: labels are class indices 0, 1, 2, ...")
+        images.append(image)
+        labels.append(int(label))
+    return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
+
+
+def register_dataset(name: str, train, test) -> DatasetInfo:
+    """Make a data set of your own searchable and trainable under ``name`` (``dataset=name`` in any config).
+
+    ``train`` and ``test``: torchvision-style datasets (``len(ds)`` and ``ds[i] -> (image, label)``), e.g.
+    ``torchvision.datasets.ImageFolder(root)`` or ``torchvision.datasets.SVHN(...)``; every image of one
+    size, with 1 or 3 channels, labels 0 .. k-1. They are read once into uint8 tensors, like the built-in
+    data sets; the normalisation is the training images' per-channel mean and std. Registering a name
+    again replaces it; the built-in names cannot be replaced. Returns the data set's :class:`DatasetInfo`."""
+    if not isinstance(name, str) or not name.strip() or name in BUILT_IN:
+        raise ValueError(f"a data set of your own needs a new name (not one of {', '.join(BUILT_IN)}); got {name!r}")
+    train_images, train_labels = _stack_split(train, name, "train")
+    test_images, test_labels = _stack_split(test, name, "test")
+    if train_images.shape[1:] != test_images.shape[1:]:
+        raise DataError(f"the train images of {name!r} are {tuple(train_images.shape[1:])}, the test images "
+                        f"{tuple(test_images.shape[1:])}: both splits need one size and one number of channels")
+    channels, height, width = train_images.shape[1:]
+    if channels not in (1, 3) or height != width:
+        raise DataError(f"the images of {name!r} are {channels} x {height} x {width}: they must be square, with 1 or 3 "
+                        f"channels (crop or resize them in the dataset's transform)")
+    classes = int(train_labels.max()) + 1
+    missing = sorted(set(range(classes)) - set(train_labels.tolist()))
+    if classes < 2 or missing or int(test_labels.max()) >= classes:
+        raise DataError(f"the labels of {name!r} must be 0 .. k-1 with k >= 2, every class in the training set "
+                        f"(train has {classes} label values, missing {missing[:5]}; test's largest is "
+                        f"{int(test_labels.max())})")
+    pixels = train_images.double().div_(255).transpose(0, 1).reshape(channels, -1)
+    info = DatasetInfo(name, classes, int(channels), int(height), tuple(pixels.mean(1).tolist()),
+                       tuple(pixels.std(1).clamp_min(1e-3).tolist()))
+    DATASETS[name] = info
+    SPLIT_SIZES[name] = (len(train_labels), len(test_labels))
+    _REGISTERED[name] = {True: (train_images, train_labels), False: (test_images, test_labels)}
+    return info
+
+
+def register_image_folder(root: Union[str, Path]) -> DatasetInfo:
+    """Register the images under ``root/train/CLASS/*`` and ``root/test/CLASS/*`` (torchvision's
+    ``ImageFolder``: one folder per class, the same class folders in both) as ``"folder:ROOT"``, which
+    is what ``--set dataset=folder:ROOT`` on the command line does."""
+    import torchvision
+
+    root = Path(root).expanduser()
+    name = FOLDER_PREFIX + str(root)
+    splits = []
+    for split in ("train", "test"):
+        if not (root / split).is_dir():
+            raise DataError(f"{root / split} is not a directory: an image folder data set needs {root}/train/CLASS/* "
+                            f"and {root}/test/CLASS/* (one folder per class)")
+        try:
+            splits.append(torchvision.datasets.ImageFolder(str(root / split)))
+        except (FileNotFoundError, OSError) as e:
+            raise DataError(f"cannot read {root / split} as an image folder: {str(e).splitlines()[0]}") from None
+    if splits[0].classes != splits[1].classes:
+        raise DataError(f"{root}/train and {root}/test have different class folders ({', '.join(splits[0].classes)} vs "
+                        f"{', '.join(splits[1].classes)})")
+    return register_dataset(name, *splits)
 
 
 def split_size(name: str, train: bool) -> int:
@@ -164,6 +283,8 @@ def load_dataset(name: str, train: bool = True, data_dir: Union[str, Path, None]
                  download: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
     """All images of one split as a uint8 tensor ``(N, C, H, W)`` and int64 labels ``(N,)``, on the CPU."""
     dataset_info(name)
+    if name in _REGISTERED:
+        return _REGISTERED[name][bool(train)]
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     if name == "fashion-mnist":
         return load_fashion_mnist(data_dir, train)

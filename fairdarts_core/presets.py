@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple, Union, get_ar
 import numpy as np
 import torch
 
-from .data import DATASETS, search_split, split_size
+from .data import DATASETS, FOLDER_PREFIX, dataset_info, search_split, split_size
 from .network import AUX_MIN_IMAGE_SIZE, MIN_IMAGE_SIZE, MIN_LAYERS
 from .nb201 import NB201_OPS
 from .ops import DARTS_OPS, FAIR_DARTS_OPS, OPS
@@ -169,7 +169,10 @@ def _training_images(config: Any) -> int:
 def _check_data(f: _Fields) -> None:
     """Fields shared by both configs: the data set, its subsets, the image size, the batch and the run."""
     c = f.config
-    f.choice("dataset", tuple(DATASETS))
+    if isinstance(c.dataset, str) and c.dataset.startswith(FOLDER_PREFIX):
+        dataset_info(c.dataset)  # reads and registers the image folder, or refuses it in one line
+    f.choice("dataset", tuple(DATASETS), why="or 'folder:PATH', an image folder with train/ and test/, or a "
+                                              "name given to data.register_dataset")
     f.directory("data_dir")
     classes = DATASETS[c.dataset].num_classes
     f.number("subset", classes, split_size(c.dataset, True), integer=True, optional=True,
@@ -288,8 +291,8 @@ class SearchConfig:
         f.number("noise_epochs", 1, integer=True, why="the epochs over which the noise decays to 0")
         f.flag("track_hessian")
         f.flag("track_gap")
-        test_images = split_size(self.dataset, False)
-        f.number("gap_images", 1, test_images, integer=True,
+        test_images = split_size(self.dataset, False)  # the bound matters only where the gap is measured
+        f.number("gap_images", 1, test_images if self.track_gap else None, integer=True,
                  why=f"the held-out images the gap is measured on, from the {test_images} of the test split")
         if self.skip_noise and "skip_connect" not in self.primitives:
             raise _refuse("skip_noise", True, "noise on skip needs skip_connect among the primitives")
