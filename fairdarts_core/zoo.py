@@ -228,3 +228,40 @@ def resolve_arch(arch: Union[Genotype, str, "os.PathLike[str]"]) -> Genotype:
     guess = f" (did you mean {close[0]}?)" if close else ""
     raise ValueError(f"unknown architecture {reprlib.repr(str(arch))}{guess}: no published cell, file or directory "
                      f"of that name; an architecture is {ACCEPTED}")
+
+
+# --- a derived cell beside the published ones ------------------------------------------------------------------
+
+def cell_overlap(genotype: Genotype, other: Genotype, kind: str = "normal") -> Dict[str, int]:
+    """What one cell (``kind``) of ``genotype`` has in common with ``other``'s, counting the edges the
+    evaluation network computes (isolated nodes dropped, :func:`fairdarts_core.genotype.prune_isolated`):
+    ``edges`` (its live edges), ``other_edges``, ``same_edge`` (the same ``to <- from`` pair, any op),
+    ``same_op`` (the same pair and op) and ``shared_ops`` (ops in common counted with multiplicity,
+    wherever they sit: ``sum over ops of min(count here, count there)``)."""
+    from collections import Counter
+
+    from .genotype import prune_isolated
+
+    mine, theirs = (prune_isolated(g.cell(kind), g.steps) for g in (genotype, other))
+    pairs = {(to, src) for _, to, src in theirs}
+    ops_here, ops_there = Counter(op for op, _, _ in mine), Counter(op for op, _, _ in theirs)
+    return {"edges": len(mine), "other_edges": len(theirs),
+            "same_edge": sum((to, src) in pairs for _, to, src in mine),
+            "same_op": len(set(mine) & set(theirs)),
+            "shared_ops": sum((ops_here & ops_there).values())}
+
+
+def recurring(genotypes: Dict[str, Genotype], kind: str = "normal") -> Dict[str, Dict]:
+    """Across several cells (e.g. :func:`all_genotypes` restricted to :func:`fair_darts_names`): in how
+    many of them each ``to <- from`` pair (``"edges"``, keys like ``"2<-0"``) and each op (``"ops"``) is
+    used by a live edge, most frequent first."""
+    from collections import Counter
+
+    from .genotype import prune_isolated
+
+    edges, ops = Counter(), Counter()
+    for g in genotypes.values():
+        live = prune_isolated(g.cell(kind), g.steps)
+        edges.update({f"{to}<-{src}" for _, to, src in live})
+        ops.update({op for op, _, _ in live})
+    return {"edges": dict(edges.most_common()), "ops": dict(ops.most_common()), "cells": len(genotypes)}

@@ -130,3 +130,22 @@ def test_a_bad_genotype_file_is_one_line_naming_it(tmp_path):
     with pytest.raises(ValueError) as e:
         zoo.resolve_arch(bad)
     assert "\n" not in str(e.value) and "warp_drive" in str(e.value)
+
+
+def test_cell_overlap_counts_the_live_edges_in_common():
+    a, b = zoo.get("FairDARTS_a"), zoo.get("FairDARTS_b")
+    # a: sep3 2<-0, sep5 2<-1, max 4<-0, sep3 5<-0;  b: sep3 2<-0, sep3 2<-1, sep3 3<-1, dil3 4<-0, sep5 4<-1, dil5 5<-1
+    assert zoo.cell_overlap(a, b) == {"edges": 4, "other_edges": 6, "same_edge": 3, "same_op": 1, "shared_ops": 3}
+    assert zoo.cell_overlap(a, a, "reduce") == {"edges": 8, "other_edges": 8, "same_edge": 8, "same_op": 8, "shared_ops": 8}
+    # an edge out of an isolated node is not computed, so it is not counted
+    dangling = Genotype((("sep_conv_3x3", 2, 0), ("skip_connect", 4, 3)), a.reduce)
+    assert zoo.cell_overlap(dangling, a)["edges"] == 1
+
+
+def test_recurring_edges_and_ops_across_the_fair_darts_cells():
+    fair = {name: zoo.get(name) for name in zoo.fair_darts_names()}
+    rec = zoo.recurring(fair)
+    assert rec["cells"] == 7 and rec["edges"]["2<-0"] == 7 and rec["ops"]["sep_conv_3x3"] == 7
+    assert list(rec["edges"].values()) == sorted(rec["edges"].values(), reverse=True)
+    assert all(1 <= n <= 7 for n in (*rec["edges"].values(), *rec["ops"].values()))
+    assert "skip_connect" not in rec["ops"]  # the one skip of a normal cell (FairDARTS_c's 5<-3) leaves isolated node 3
