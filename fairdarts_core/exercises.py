@@ -655,6 +655,103 @@ def check_discretization_gap(fn: Callable, seed: int = 0) -> CheckResult:
     return CheckResult(True, "your gap matches the library's on three small trained supernets (sigmoid and softmax).")
 
 
+# --- chapter 5: reading a derived cell ---------------------------------------------------------------------
+
+def _live_cases(seed: int) -> List[list]:
+    """Cells with known live nodes: a full DARTS cell, chains that break, and random sparse cells."""
+    import numpy as np
+
+    from .genotype import edge_index
+
+    cases = [[("sep_conv_3x3", 2, 0), ("skip_connect", 2, 1), ("sep_conv_3x3", 3, 2), ("max_pool_3x3", 4, 3),
+              ("dil_conv_3x3", 5, 4)],
+             [("sep_conv_3x3", 3, 2), ("skip_connect", 4, 3), ("max_pool_3x3", 5, 1)],   # 2 gets nothing: 3, 4 die
+             [("sep_conv_3x3", 2, 0), ("skip_connect", 4, 3), ("dil_conv_5x5", 5, 4)],   # 3 gets nothing: 4, 5 die
+             []]
+    rng = np.random.default_rng(seed)
+    pairs = edge_index()
+    for _ in range(12):
+        keep = rng.random(len(pairs)) < 0.25
+        cases.append([(str(rng.choice(FAIR_DARTS_OPS)), to, src) for (to, src), k in zip(pairs, keep) if k])
+    return cases
+
+
+def check_live_nodes(fn: Callable, seed: int = 0) -> CheckResult:
+    """Check ``fn(edges) -> list of nodes``: the live intermediate nodes (2..5) of a DARTS-space cell given as
+    ``(op, to, from)`` edges, sorted: a node is live when an edge reaches it from a cell input (0, 1) or from
+    a live node. The reference is :func:`fairdarts_core.genotype.live_nodes`."""
+    from .genotype import live_nodes
+
+    for edges in _live_cases(seed):
+        expected = live_nodes(edges)
+        got, err = _call(fn, [tuple(e) for e in edges])
+        if err is not None:
+            return err
+        try:
+            got = sorted(int(n) for n in got)
+        except (TypeError, ValueError):
+            return CheckResult(False, f"it returned {got!r}; return a list of node numbers, e.g. [2, 3, 5]")
+        if got == expected:
+            continue
+        if {0, 1} & set(got):
+            return CheckResult(False, "your list contains node 0 or 1: those are the cell's inputs; list the "
+                                      "intermediate nodes (2 to 5) only")
+        with_input = sorted({to for _, to, _ in edges})
+        if got == with_input:
+            return CheckResult(False, f"for the cell {edges} you listed every node that has an incoming edge "
+                                      f"({got}), but an edge from an isolated node carries nothing: a node is live "
+                                      f"only if an edge reaches it from 0, 1 or a live node ({expected})")
+        return CheckResult(False, f"for the cell {edges} the live nodes are {expected}; you gave {got}")
+    return CheckResult(True, "your live nodes match the library's on full, broken and random sparse cells.")
+
+
+def _derive_cases(seed: int) -> list:
+    """Sigmoid matrices with every case of the rule: edges above the threshold beyond two per node, a
+    strong op below it on a top-two edge, ties, and random ones."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n = len(FAIR_DARTS_OPS)
+    crafted = np.full((14, n), 0.1)
+    crafted[0, 3], crafted[1, 4] = 0.9, 0.8            # node 2: a kept edge and a top-two edge below 0.85
+    crafted[2:5, 5] = [0.95, 0.9, 0.88]                  # node 3: three edges above, only two kept
+    crafted[5, 2], crafted[5, 6] = 0.99, 0.97            # node 4: two ops above on one edge, one kept
+    cases = [(crafted, 0.85), (crafted, 0.9), (crafted, 0.5)]
+    for threshold in (0.85, 0.7, 0.85):
+        w = 1 / (1 + np.exp(-rng.normal(0, 3, (14, n))))
+        cases.append((w, threshold))
+    return cases
+
+
+def check_fair_derive(fn: Callable, seed: int = 0) -> CheckResult:
+    """Check ``fn(weights, primitives, threshold) -> list of (op, to, from)``: Fair DARTS's derive rule
+    (``threshold_sparse``, Sec. 4.3) on one (14, n_ops) matrix of sigmoids: per node 2..5, the two incoming
+    edges whose strongest op is strongest; on each, that op, kept only if its sigmoid reaches the threshold.
+    The order of the edges does not matter. The reference is :func:`fairdarts_core.genotype.parse_cell`."""
+    from .genotype import parse_cell
+
+    for weights, threshold in _derive_cases(seed):
+        expected = parse_cell(weights, FAIR_DARTS_OPS, "threshold_sparse", threshold)
+        got, err = _call(fn, weights.copy(), list(FAIR_DARTS_OPS), threshold)
+        if err is not None:
+            return err
+        try:
+            got_set = {(str(op), int(to), int(src)) for op, to, src in got}
+        except (TypeError, ValueError):
+            return CheckResult(False, f"it returned {got!r}; return a list of (op, to, from) triples")
+        if got_set == set(expected):
+            continue
+        low = [e for e in got_set if weights[sum(range(2, e[1])) + e[2], FAIR_DARTS_OPS.index(e[0])] < threshold]
+        if low:
+            return CheckResult(False, f"you kept {sorted(low)[0]}, whose sigmoid is below the threshold {threshold}")
+        if len(got_set) > len(expected):
+            return CheckResult(False, f"you kept {len(got_set)} edges where the rule keeps {len(expected)}: at most "
+                                      f"two edges per node, one op per edge (the strongest)")
+        return CheckResult(False, f"at threshold {threshold} the rule keeps {sorted(expected)}; you kept "
+                                  f"{sorted(got_set)}")
+    return CheckResult(True, "your rule derives the library's cells on crafted and random sigmoids at three thresholds.")
+
+
 def _as_number(x) -> Optional[float]:
     """``x`` as a float if it is one number (a Python or numpy number, a 0-d or one-element tensor/array),
     else None."""
@@ -673,4 +770,4 @@ def _as_number(x) -> Optional[float]:
 
 __all__: List[str] = ["CheckResult", "check_mixed_edge", "check_dominant_counts", "check_skip_share_per_epoch",
                       "check_nb201_arch_string", "check_noise_schedule", "check_power_iteration",
-                      "check_zero_one_loss", "check_discretization_gap"]
+                      "check_zero_one_loss", "check_discretization_gap", "check_live_nodes", "check_fair_derive"]
