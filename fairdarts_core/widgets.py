@@ -1002,6 +1002,148 @@ class LivePlot:
         return None
 
 
+# --- the edge history explorer (chapter 5): one edge's weights over a whole search ---------------------------
+
+def edge_history_state(history: Sequence[Dict], primitives: Sequence[str], edge: str, cell: str = "normal",
+                       threshold: float = 0.85) -> Dict[str, Any]:
+    """The relaxed weight of every op on one ``edge`` (``"to<-from"``, e.g. ``"3<-1"``) of ``cell`` after
+    every recorded epoch. Returns ``epochs``, ``series`` (op -> weights), ``edges`` (every edge name of the
+    cell), ``crossed`` (op -> the first epoch at which its weight reached ``threshold`` and stayed there to
+    the end; None if it never did), ``final`` (op -> last weight), ``strongest`` (the op with the largest
+    final weight, never ``none``), and ``verdict``."""
+    from .analysis import history_weights
+    from .viz import edge_labels
+
+    if not history:
+        raise ValueError("the history is empty")
+    W = np.asarray(history_weights(history, cell), dtype=np.float64)  # (epochs, edges, ops)
+    names = [str(p) for p in primitives]
+    if W.ndim != 3 or W.shape[2] != len(names):
+        raise ValueError(f"the history's {cell}_weight matrices do not have {len(names)} columns")
+    labels = edge_labels(W.shape[1])
+    if edge not in labels:
+        raise ValueError(f"no edge {edge!r} in the {cell} cell; its edges are {', '.join(labels)}")
+    row = labels.index(edge)
+    epochs = [int(r.get("epoch", i + 1)) for i, r in enumerate(history)]
+    series = {op: W[:, row, k].tolist() for k, op in enumerate(names)}
+    crossed: Dict[str, Optional[int]] = {}
+    for op, ws in series.items():
+        above = np.asarray(ws) >= threshold
+        first = len(above)  # the start of the last run of epochs at or above the threshold
+        while first > 0 and above[first - 1]:
+            first -= 1
+        crossed[op] = epochs[first] if first < len(above) else None
+    final = {op: ws[-1] for op, ws in series.items()}
+    candidates = [op for op in names if op != "none"] or names
+    strongest = max(candidates, key=lambda op: final[op])
+    state = {"edge": edge, "edges": labels, "cell": cell, "epochs": epochs, "series": series, "final": final,
+             "crossed": crossed, "strongest": strongest, "threshold": float(threshold)}
+    state["verdict"] = edge_history_text(state)
+    return state
+
+
+def edge_history_text(state: Dict[str, Any]) -> str:
+    """One line: the edge's strongest op at the end, and which ops end above the threshold since when."""
+    on = [f"{op} (from epoch {e})" for op, e in sorted(state["crossed"].items(), key=lambda kv: (kv[1] is None, kv[1]))
+          if e is not None]
+    return (f"Edge {state['edge']}: {state['strongest']} ends strongest ({state['final'][state['strongest']]:.2f}); "
+            + (f"{len(on)} ops end at or above {state['threshold']:.2f}: {', '.join(on)}." if on
+               else f"no op ends at or above {state['threshold']:.2f}."))
+
+
+def edge_history_figure(state: Dict[str, Any], ax=None, epoch: Optional[int] = None):
+    """One line per op over the epochs, the threshold dashed, ``epoch`` (if given) marked. Returns
+    ``(figure, axes)``."""
+    import matplotlib.pyplot as plt
+
+    from .viz import op_color
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.0, 3.0))
+    else:
+        fig = ax.figure
+    for op, ws in state["series"].items():
+        ax.plot(state["epochs"], ws, color=op_color(op), lw=1.6, label=op)
+    ax.axhline(state["threshold"], color="grey", ls="--", lw=0.8)
+    if epoch is not None:
+        ax.axvline(epoch, color="black", lw=0.8, alpha=0.5)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("relaxed weight")
+    ax.set_title(f"edge {state['edge']} of the {state['cell']} cell", fontsize=10)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    return fig, ax
+
+
+def edge_history_explorer(history: Sequence[Dict], primitives: Sequence[str], cell: str = "normal",
+                          edge: Optional[str] = None, threshold: float = 0.85,
+                          title: str = "One edge over the whole search"):
+    """An edge selector and an epoch slider: the weight of every op of the chosen edge over the search
+    (:func:`edge_history_figure`, the epoch marked) beside the cell derived at that epoch
+    (:func:`epoch_explorer_state`, graphviz). Returns an ``ipywidgets.VBox`` (``box.state()``,
+    ``box.edge``, ``box.epoch``)."""
+    import ipywidgets as W
+
+    from .viz import plot_cell
+
+    labels = edge_history_state(history, primitives, edge or "2<-0", cell, threshold)["edges"]
+    epochs = [int(r.get("epoch", i + 1)) for i, r in enumerate(history)]
+    choice = W.Dropdown(options=labels, value=edge or labels[0], description="edge")
+    slider = W.IntSlider(value=epochs[-1], min=epochs[0], max=epochs[-1], description="epoch",
+                         continuous_update=False)
+    plot = W.Image(format="png", layout=W.Layout(width="620px", max_width="100%"))
+    verdict, drawing = W.HTML(), W.HTML()
+
+    def current() -> Dict[str, Any]:
+        return edge_history_state(history, primitives, choice.value, cell, threshold)
+
+    def update(_=None) -> None:
+        state = current()
+        verdict.value = f"<p>{state['verdict']}</p>"
+        plot.value = _png(edge_history_figure(state, epoch=slider.value)[0])
+        at = epoch_explorer_state(history, primitives, slider.value, cell)
+        drawing.value = _scalable_svg(plot_cell(at["edges"], f"derived at epoch {slider.value}").pipe(format="svg").decode(),
+                                      max_width="420px")
+
+    for control in (choice, slider):
+        control.observe(update, "value")
+    update()
+    box = W.VBox([W.HTML(f"<b>{title}</b>"), W.HBox([choice, slider]), verdict, plot, drawing])
+    box.state, box.edge, box.epoch = current, choice, slider
+    return box
+
+
+def edge_history_static(history: Sequence[Dict], primitives: Sequence[str], cell: str = "normal",
+                        threshold: float = 0.85, ncols: int = 7):
+    """The static twin of :func:`edge_history_explorer`: one small panel per edge of ``cell``, one line per
+    op, the threshold dashed, a panel's title naming the op that ends strongest. Returns ``(figure, axes)``."""
+    import matplotlib.pyplot as plt
+
+    from .viz import op_color
+
+    labels = edge_history_state(history, primitives, "2<-0", cell, threshold)["edges"]
+    nrows = int(np.ceil(len(labels) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.7 * ncols, 1.5 * nrows + 0.7), sharex=True, sharey=True,
+                             squeeze=False)
+    for ax, label in zip(axes.flat, labels):
+        state = edge_history_state(history, primitives, label, cell, threshold)
+        for op, ws in state["series"].items():
+            ax.plot(state["epochs"], ws, color=op_color(op), lw=1.2, label=op)
+        ax.axhline(threshold, color="grey", ls="--", lw=0.6)
+        on = state["final"][state["strongest"]] >= threshold
+        ax.set_title(f"{label}: {state['strongest'] if on else '(none kept)'}", fontsize=7, pad=2)
+        ax.set_ylim(0, 1)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(labels):]:
+        ax.axis("off")
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=7, loc="lower center", ncol=len(names), frameon=False)
+    fig.supxlabel("epoch", fontsize=8, y=0.06)
+    fig.suptitle(f"every edge of the {cell} cell over the search (dashed: threshold {threshold:.2f})", fontsize=9)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig, axes
+
+
 # --- the threshold explorer (chapter 5): which edges of a finished search survive a threshold ------------
 
 def threshold_explorer_state(run: Any, threshold: float = 0.85) -> Dict[str, Any]:
@@ -1102,4 +1244,5 @@ __all__: List[str] = ["edge_explorer_state", "edge_explorer_text", "edge_explore
                       "condition_explorer", "condition_explorer_static", "ablation_of", "recorded_ablations",
                       "gap_explorer_state", "gap_explorer_text", "gap_explorer_figure", "gap_explorer",
                       "gap_explorer_static", "threshold_explorer_state", "threshold_explorer_text",
-                      "threshold_explorer_static", "threshold_explorer", "LivePlot"]
+                      "threshold_explorer_static", "threshold_explorer", "LivePlot", "edge_history_state",
+                      "edge_history_text", "edge_history_figure", "edge_history_explorer", "edge_history_static"]

@@ -93,3 +93,54 @@ def test_the_widget_redraws_when_the_threshold_moves():
     before = drawing.value
     box.threshold.value = 0.95
     assert box.state()["threshold"] == 0.95 and "keeps 1 edges" in verdict.value and drawing.value != before
+
+
+# --- the edge history explorer ---------------------------------------------------------------------------------
+def _history(epochs=4):
+    """Edge 3<-1 (row 3): sep_conv_3x3 rises 0.5, 0.7, 0.9, 0.95; skip 0.9, 0.9, 0.6, 0.9 (on, off, on again)."""
+    sep = [0.5, 0.7, 0.9, 0.95]
+    skip = [0.9, 0.9, 0.6, 0.9]
+    history = []
+    for e in range(epochs):
+        w = np.full((14, len(FAIR_DARTS_OPS)), 0.2)
+        w[3, FAIR_DARTS_OPS.index("sep_conv_3x3")] = sep[e]
+        w[3, FAIR_DARTS_OPS.index("skip_connect")] = skip[e]
+        history.append({"epoch": e + 1, "normal_weight": w.tolist(), "reduce_weight": w.tolist(),
+                        "genotype": {"normal": [["sep_conv_3x3", 3, 1]], "reduce": []}})
+    return history
+
+
+def test_edge_history_follows_one_edge_and_knows_since_when_an_op_is_on():
+    from fairdarts_core.widgets import edge_history_state
+
+    state = edge_history_state(_history(), FAIR_DARTS_OPS, "3<-1")
+    assert state["epochs"] == [1, 2, 3, 4] and state["series"]["sep_conv_3x3"] == [0.5, 0.7, 0.9, 0.95]
+    assert state["crossed"]["sep_conv_3x3"] == 3 and state["crossed"]["skip_connect"] == 4  # on again at 4
+    assert state["crossed"]["max_pool_3x3"] is None and state["strongest"] == "sep_conv_3x3"
+    assert state["verdict"] == ("Edge 3<-1: sep_conv_3x3 ends strongest (0.95); 2 ops end at or above 0.85: "
+                                "sep_conv_3x3 (from epoch 3), skip_connect (from epoch 4).")
+    assert len(state["edges"]) == 14 and state["edges"][3] == "3<-1"
+    quiet = edge_history_state(_history(), FAIR_DARTS_OPS, "2<-0")
+    assert quiet["verdict"].endswith("no op ends at or above 0.85.")
+    with pytest.raises(ValueError, match="no edge '6<-0' in the normal cell; its edges are 2<-0, 2<-1"):
+        edge_history_state(_history(), FAIR_DARTS_OPS, "6<-0")
+    with pytest.raises(ValueError, match="the history is empty"):
+        edge_history_state([], FAIR_DARTS_OPS, "2<-0")
+
+
+def test_edge_history_widget_and_static_figure():
+    import matplotlib.pyplot as plt
+
+    from fairdarts_core.widgets import edge_history_explorer, edge_history_static
+
+    box = edge_history_explorer(_history(), FAIR_DARTS_OPS, edge="3<-1")
+    verdict, image, drawing = box.children[2], box.children[3], box.children[4]
+    assert "sep_conv_3x3 ends strongest" in verdict.value and image.value and "<svg" in drawing.value
+    box.edge.value = "2<-0"
+    assert box.state()["edge"] == "2<-0" and "no op ends" in verdict.value
+    box.epoch.value = 1
+    assert "derived at epoch 1" in drawing.value
+    fig, axes = edge_history_static(_history(), FAIR_DARTS_OPS)
+    titles = [ax.get_title() for ax in axes.flat]
+    assert titles[3] == "3<-1: sep_conv_3x3" and titles[0] == "2<-0: (none kept)" and len(titles) == 14
+    plt.close(fig)
