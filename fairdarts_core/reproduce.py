@@ -45,10 +45,10 @@ PathLike = Union[str, Path]
 RUNS = Path(__file__).resolve().parents[1] / "data" / "runs"
 """The repository's recorded runs (present in a checkout; an installed package has none)."""
 SEARCH_DIRS = ("collapse", "levers", "nb201", "nb201_levers", "conditions", "ablation", "ablation_long",
-               "nb201_ablation")
+               "nb201_ablation", "cpu_cell")
 """Where the recorded searches lie: the DARTS space's collapse runs and levers; the NAS-Bench-201 space's
 seeded presets, levers and broken conditions (chapter 3); the zero-one ablation of both spaces and the
-paper's 50 epochs in the DARTS space (chapter 4)."""
+paper's 50 epochs in the DARTS space (chapter 4); the ``cpu-cell`` preset's searches (chapter 5)."""
 CHAIN_DIRS = ("mechanism", "mechanism_long", "mechanism_noise")
 
 MODES = ("auto", "exact", "statistical")
