@@ -576,6 +576,22 @@ def test_recorded_random_cell_holds_its_skips(run_dir):
     assert run.config.seed == seed and 0.0 < run.test_acc <= 1.0
 
 
+# --- chapter 5: a whole Fair DARTS cell on a CPU ------------------------------------------------------------
+def test_the_cpu_cell_preset_finds_a_whole_cell_within_ten_minutes_in_three_seeds():
+    """The `cpu-cell` preset, from the command line on one core: a normal cell of at least 6 edges and at
+    least 3 live nodes, within 10 minutes, in each of 3 recorded seeds."""
+    from fairdarts_core.genotype import live_nodes
+
+    recorded = [runs.load_search_run(p) for p in runs.finished_runs(RUNS / "cpu_cell") if p.name.startswith("fairdarts_s")]
+    assert sorted(int(r.config.seed) for r in recorded) == [0, 1, 2]
+    for run in recorded:
+        session = run.provenance["sessions"][0]
+        assert session["command"].startswith("fairdarts search --preset cpu-cell "), session["command"]
+        assert run.config.to_dict() == get_search_preset("cpu-cell", seed=run.config.seed).to_dict()
+        assert session["machine"]["torch_threads"] == 1 and run.provenance["wall_seconds_total"] <= 600
+        assert run.finished and len(run.genotype.normal) >= 6 and len(live_nodes(run.genotype.normal)) >= 3
+
+
 # --- chapter 4: the ablation's cells retrained -----------------------------------------------------------------
 ABLATION_RETRAINS = [p for folder in ("ablation_retrain", "nb201_ablation_retrain")
                      for p in runs.finished_runs(RUNS / folder) if p.is_dir()]
