@@ -136,7 +136,9 @@ def register_dataset(name: str, train, test) -> DatasetInfo:
     ``train`` and ``test``: torchvision-style datasets (``len(ds)`` and ``ds[i] -> (image, label)``), e.g.
     ``torchvision.datasets.ImageFolder(root)`` or ``torchvision.datasets.SVHN(...)``; every image of one
     size, with 1 or 3 channels, labels 0 .. k-1. They are read once into uint8 tensors, like the built-in
-    data sets; the normalisation is the training images' per-channel mean and std. Registering a name
+    data sets, the training images interleaved by class (so that the search split's two halves hold every
+    class, whatever order ``train`` lists them in); the normalisation is the training images' per-channel
+    mean and std. Registering a name
     again replaces it; the built-in names cannot be replaced. Returns the data set's :class:`DatasetInfo`."""
     if not isinstance(name, str) or not name.strip() or name in BUILT_IN:
         raise ValueError(f"a data set of your own needs a new name (not one of {', '.join(BUILT_IN)}); got {name!r}")
@@ -155,6 +157,11 @@ def register_dataset(name: str, train, test) -> DatasetInfo:
         raise DataError(f"the labels of {name!r} must be 0 .. k-1 with k >= 2, every class in the training set "
                         f"(train has {classes} label values, missing {missing[:5]}; test's largest is "
                         f"{int(test_labels.max())})")
+    # An image folder lists its images class by class, and the search split takes the first half of the
+    # training images for the weights: interleave the classes (as a class-balanced subset does), so that
+    # both halves, and any subset's, hold every class.
+    order = balanced_subset(train_labels, len(train_labels), seed=0)
+    train_images, train_labels = train_images[order], train_labels[order]
     pixels = train_images.double().div_(255).transpose(0, 1).reshape(channels, -1)
     info = DatasetInfo(name, classes, int(channels), int(height), tuple(pixels.mean(1).tolist()),
                        tuple(pixels.std(1).clamp_min(1e-3).tolist()))

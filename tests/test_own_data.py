@@ -46,13 +46,23 @@ def test_a_registered_dataset_is_read_once_with_its_statistics(registered):
     info = registered("tiles", train, test)
     assert (info.num_classes, info.in_channels, info.image_size) == (3, 3, 12)
     x, y = load_dataset("tiles", train=True)
-    assert x.dtype == torch.uint8 and x.shape == (30, 3, 12, 12) and y.tolist() == [i % 3 for i in range(30)]
-    assert torch.equal(x[4], torch.from_numpy(np.array(train[4][0])).permute(2, 0, 1))
+    assert x.dtype == torch.uint8 and x.shape == (30, 3, 12, 12) and sorted(y.tolist()) == sorted(i % 3 for i in range(30))
+    originals = [torch.from_numpy(np.array(im)).permute(2, 0, 1) for im, _ in train]
+    for image, label in zip(x, y):  # every image kept, with its own label
+        assert sum(torch.equal(image, o) and label == lab for o, (_, lab) in zip(originals, train)) == 1
     mean = np.stack([np.asarray(im) for im, _ in train]).reshape(-1, 3).mean(0) / 255
     assert info.mean == pytest.approx(mean.tolist()) and dataset_info("tiles") is info
     assert load_dataset("tiles", train=False)[0].shape == (9, 3, 12, 12)
     gray = registered("gray", [(torch.rand(1, 8, 8), i % 2) for i in range(4)], [(torch.rand(8, 8), 1)])
     assert gray.in_channels == 1 and load_dataset("gray", False)[0].dtype == torch.uint8
+
+
+def test_a_dataset_listed_class_by_class_is_interleaved_so_both_search_halves_hold_every_class(registered):
+    by_class = sorted(images(30), key=lambda pair: pair[1])  # as an ImageFolder lists them
+    registered("sorted", by_class, images(3))
+    _, y = load_dataset("sorted", train=True)
+    assert set(y[:15].tolist()) == set(y[15:].tolist()) == {0, 1, 2}
+    assert y[:6].tolist() == [0, 1, 2, 0, 1, 2]
 
 
 def test_a_search_and_a_retraining_run_on_it(registered, tmp_path):
