@@ -41,12 +41,14 @@ PAGES = {
     "chapter2": "book/02_the_collapse.html",
     "chapter3": "book/03_why_it_happens.html",
     "chapter4": "book/04_the_discretization_gap.html",
+    "chapter5": "book/05_a_full_search.html",
 }
 WIDGET_SELECTOR = {"chapter1": ".widget-slider", "chapter2": ".widget-slider", "chapter3": ".widget-toggle-buttons",
-                   "chapter4": ".widget-toggle-buttons"}
+                   "chapter4": ".widget-toggle-buttons", "chapter5": ".widget-dropdown"}
 """What each page's saved widget view renders once its JavaScript has run."""
 NOTEBOOK_PAGES = {"chapter1": "book/01_darts_in_a_nutshell.ipynb", "chapter2": "book/02_the_collapse.ipynb",
-                  "chapter3": "book/03_why_it_happens.ipynb", "chapter4": "book/04_the_discretization_gap.ipynb"}
+                  "chapter3": "book/03_why_it_happens.ipynb", "chapter4": "book/04_the_discretization_gap.ipynb",
+                  "chapter5": "book/05_a_full_search.ipynb"}
 
 
 def _require(condition: bool, why: str) -> None:
@@ -223,6 +225,22 @@ def test_chapter4_gap_explorer_view(pages):
                     "The final weights, side by side", "Explorer"):
         assert heading in text, f"chapter 4 lacks its section {heading!r}"
     assert "the authors'" in text and "rounded" in text
+
+
+def test_chapter5_history_and_threshold_explorer_views(pages):
+    page, errors, _ = pages["chapter5"]
+    _saved_widget_view(page, errors, [(".widget-dropdown", 1, "the edge selector"),
+                                      (".widget-slider", 2, "the epoch and threshold sliders")], "the edge history figure")
+    if VENDORED:
+        assert page.locator(".widget-html svg").count() >= 2, "the explorers' cell drawings are not rendered"
+        shown = " ".join(page.locator(".widget-html").all_inner_texts())
+        assert "ends strongest" in shown and "live nodes" in shown
+    text = page.locator("main").inner_text()
+    for heading in ("Configure a search", "Run it", "Stop it and resume it", "Read the history",
+                    "Which edges survive the threshold", "The cells beside the published ones", "What a search costs",
+                    "Your own data", "The command line, step by step"):
+        assert heading in text, f"chapter 5 lacks its section {heading!r}"
+    assert "bit-identical to the uninterrupted run: True" in text, "the resumed search is not shown equal to its twin"
 
 
 def test_chapter1_has_a_static_figure_for_the_explorer(pages):
