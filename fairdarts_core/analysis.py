@@ -238,6 +238,37 @@ def history_series(history: Sequence[dict], primitives: Sequence[str], cell: str
 # power iteration on Hessian-vector products H v = d/d alpha <d L / d alpha, v> (double backward).
 
 
+def settling(history: Sequence[dict], cell: str = "normal", threshold: float = 0.85) -> Dict[str, List]:
+    """When a DARTS-space search settles, epoch by epoch (chapter 5): ``undecided`` (the fraction of the
+    cell's relaxed weights strictly between 1 - threshold and threshold), ``edges_changed`` and
+    ``ops_changed`` (how many ``to <- from`` pairs, and how many ``(op, to, from)`` edges, of the cell
+    derived at that epoch differ from the final one: the symmetric difference) and ``several_on`` (edges
+    with more than one op at or above the threshold, among which the derive rule keeps the strongest).
+    Also ``epoch``, and ``final_from``: the first epoch from which the derived cell is the final one."""
+    if not history:
+        raise ValueError("the history is empty")
+    if cell not in ("normal", "reduce"):
+        raise ValueError(f"cell must be 'normal' or 'reduce' (a DARTS-space search); got {cell!r}")
+    weights = [np.asarray(W, dtype=np.float64) for W in history_weights(history, cell)]
+    cells = []
+    for i, record in enumerate(history):
+        if "genotype" not in record:
+            raise ValueError(f"history record {i + 1} has no 'genotype' (the cell derived at that epoch)")
+        cells.append({tuple(e) for e in record["genotype"][cell]})
+    final = cells[-1]
+    final_pairs = {(to, src) for _, to, src in final}
+    out: Dict[str, List] = {"epoch": [int(r.get("epoch", i + 1)) for i, r in enumerate(history)]}
+    out["undecided"] = [float(np.mean((W > 1 - threshold) & (W < threshold))) for W in weights]
+    out["ops_changed"] = [len(c ^ final) for c in cells]
+    out["edges_changed"] = [len({(to, src) for _, to, src in c} ^ final_pairs) for c in cells]
+    out["several_on"] = [int(((W >= threshold).sum(axis=1) > 1).sum()) for W in weights]
+    first = len(cells)
+    while first > 0 and cells[first - 1] == final:
+        first -= 1
+    out["final_from"] = out["epoch"][first]
+    return out
+
+
 def hessian_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, iterations: int = 20,
                        tol: float = 1e-4, seed: int = 0) -> float:
     """The dominant eigenvalue (largest in magnitude, with its sign) of the Hessian of the cross-entropy

@@ -95,3 +95,27 @@ def test_mean_op_weights():
         {"none": 0.2, "skip_connect": 0.3, "nor_conv_1x1": 0.1, "nor_conv_3x3": 0.3, "avg_pool_3x3": 0.1})
     with pytest.raises(ValueError, match="shape"):
         mean_op_weights(W, NB_OPS[:4])
+
+
+def test_settling_says_when_the_weights_and_the_cell_stop_moving():
+    from fairdarts_core.analysis import settling
+
+    def record(epoch, middle, cell, several):
+        W = np.full((14, 7), 0.05)
+        W[:middle, 0] = 0.5                       # undecided weights
+        W[13, 1:1 + several] = 0.95               # several ops on, on the last edge
+        return {"epoch": epoch, "normal_weight": W.tolist(), "genotype": {"normal": cell, "reduce": []}}
+
+    a = [["sep_conv_3x3", 2, 0], ["dil_conv_3x3", 2, 1]]
+    b = [["sep_conv_5x5", 2, 0], ["dil_conv_3x3", 2, 1]]          # another op on the same edge
+    c = [["sep_conv_5x5", 2, 0], ["dil_conv_3x3", 3, 1]]          # another edge
+    s = settling([record(1, 7, c, 0), record(2, 2, b, 2), record(3, 0, a, 3), record(4, 0, a, 3)])
+    assert s["epoch"] == [1, 2, 3, 4] and s["final_from"] == 3
+    assert s["undecided"] == pytest.approx([7 / 98, 2 / 98, 0, 0])
+    assert s["ops_changed"] == [4, 2, 0, 0] and s["edges_changed"] == [2, 0, 0, 0]
+    assert s["several_on"] == [0, 1, 1, 1]
+    assert settling([record(1, 0, a, 0)])["final_from"] == 1
+    with pytest.raises(ValueError, match="cell must be 'normal' or 'reduce'"):
+        settling([record(1, 0, a, 0)], cell="cell")
+    with pytest.raises(ValueError, match="has no 'genotype'"):
+        settling([{"epoch": 1, "normal_weight": np.zeros((14, 7)).tolist()}])
