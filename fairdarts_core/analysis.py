@@ -59,6 +59,24 @@ def _thop_flops(scratch: nn.Module, resolution: int, in_channels: int) -> int:
     return int(round(float(flops)))
 
 
+def count_flops_torch(model: nn.Module, resolution: int = 32, in_channels: int = 3) -> int:
+    """torch's own count (``torch.utils.flop_counter.FlopCounterMode``) for one image, eval mode: a cross-check
+    of :func:`count_flops`, which uses thop (unmaintained). FlopCounterMode counts 2 FLOPs per multiply-add
+    of convolutions and matrix products and nothing else (no pooling, BatchNorm or elementwise op); thop
+    counts one per multiply-add, plus one per output element of an average pool. So on a network whose
+    average pools are few, ``count_flops_torch / 2`` is a little below ``count_flops``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.randn(1, in_channels, resolution, resolution))
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
 def profile_genotype(genotype: Union[Genotype, str], channels: int = 36, layers: int = 20, num_classes: int = 10,
                      resolution: int = 32, in_channels: int = 3) -> Dict[str, int]:
     """FLOPs and parameters of the CIFAR evaluation network of ``genotype`` (defaults: the paper's 36
