@@ -464,8 +464,9 @@ def add_evaluate(sub) -> None:
                  "released .tar files (name the cell with --arch).", run_evaluate_cmd)
     p.add_argument("--checkpoint", required=True, type=Path, metavar="PATH")
     _add_arch_arguments(p, required=False)
-    p.add_argument("--dataset", choices=["cifar10", "cifar100", "fashion-mnist"],
-                   help="test set (default: the checkpoint's, CIFAR-10 for the authors' files)")
+    p.add_argument("--dataset", metavar="NAME",
+                   help="test set: cifar10, cifar100, fashion-mnist or folder:PATH (an image folder with train/ and "
+                        "test/); default: the checkpoint's, CIFAR-10 for the authors' files")
     p.add_argument("--data-dir", metavar="DIR", help="where data sets are (default: data/)")
     p.add_argument("--subset", type=positive_int, metavar="N", help="evaluate on a class-balanced subset of N test images")
     p.add_argument("--batch-size", type=positive_int, default=256, metavar="N", help="(256)")

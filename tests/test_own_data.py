@@ -137,3 +137,22 @@ def test_a_bad_image_folder_is_refused_when_the_config_is_built(tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert rc != 0 and len(err) == 1 and "different class folders" in err[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_a_network_trained_on_an_image_folder_is_evaluated_on_it(tmp_path, capsys):
+    root = _write_folder(tmp_path / "imgs")
+    name = f"folder:{root}"
+    try:
+        out = tmp_path / "net"
+        assert cli.main(["train", "--arch", "FairDARTS_a", "--preset", "smoke", "--set", f"dataset={name}",
+                         "--set", "subset=12", "--set", "test_subset=4", "--set", "batch_size=4", "--set", "image_size=32",
+                         "--out", str(out), "--json"]) == 0, capsys.readouterr()
+        capsys.readouterr()
+        assert cli.main(["evaluate", "--checkpoint", str(out / "checkpoint.pt"), "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["dataset"] == name and 0 <= result["acc"] <= 1, result
+        assert cli.main(["evaluate", "--checkpoint", str(out / "checkpoint.pt"), "--dataset", "nowhere"]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "unknown dataset 'nowhere'" in err[0]
+    finally:
+        data.DATASETS.pop(name, None), data.SPLIT_SIZES.pop(name, None), data._REGISTERED.pop(name, None)
