@@ -210,6 +210,11 @@ def test_the_config_refuses_a_held_out_set_the_test_split_cannot_hold():
 
     for bad in (0, 10001, 2.5, True):
         with pytest.raises(ValueError, match=r"gap_images must be an integer in \[1, 10000\]"):
+            get_search_preset("nb201-cpu", gap_images=bad, track_gap=True)
+    # the test split bounds it only where the gap is measured (a small data set of one's own keeps the default)
+    assert get_search_preset("nb201-cpu", gap_images=10001).gap_images == 10001
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match=r"gap_images must be an integer >= 1"):
             get_search_preset("nb201-cpu", gap_images=bad)
 
 
