@@ -222,7 +222,7 @@ def test_chapter4_gap_explorer_view(pages):
         assert "held-out accuracy" in " ".join(page.locator(".widget-html").all_inner_texts())
     text = page.locator("main").inner_text()
     for heading in ("The result", "The gap in a worked example", "Live: the gap during a search",
-                    "The final weights, side by side", "Explorer"):
+                    "The final weights, side by side", "The cells, retrained", "Explorer"):
         assert heading in text, f"chapter 4 lacks its section {heading!r}"
     assert "the authors'" in text and "rounded" in text
 
