@@ -65,7 +65,7 @@ FASHION_FILES = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 
 def dataset_info(name: str) -> DatasetInfo:
     if isinstance(name, str) and name.startswith(FOLDER_PREFIX) and name not in DATASETS:
-        register_image_folder(name[len(FOLDER_PREFIX):])
+        register_image_folder(name[len(FOLDER_PREFIX):], name)
     try:
         return DATASETS[name]
     except (KeyError, TypeError):
@@ -138,8 +138,8 @@ def register_dataset(name: str, train, test) -> DatasetInfo:
     size, with 1 or 3 channels, labels 0 .. k-1. They are read once into uint8 tensors, like the built-in
     data sets, the training images interleaved by class (so that the search split's two halves hold every
     class, whatever order ``train`` lists them in); the normalisation is the training images' per-channel
-    mean and std. Registering a name
-    again replaces it; the built-in names cannot be replaced. Returns the data set's :class:`DatasetInfo`."""
+    mean and std. Registering a name again replaces it; the built-in names cannot be replaced. Returns the
+    data set's :class:`DatasetInfo`."""
     if not isinstance(name, str) or not name.strip() or name in BUILT_IN:
         raise ValueError(f"a data set of your own needs a new name (not one of {', '.join(BUILT_IN)}); got {name!r}")
     train_images, train_labels = _stack_split(train, name, "train")
@@ -171,14 +171,15 @@ def register_dataset(name: str, train, test) -> DatasetInfo:
     return info
 
 
-def register_image_folder(root: Union[str, Path]) -> DatasetInfo:
+def register_image_folder(root: Union[str, Path], name: Optional[str] = None) -> DatasetInfo:
     """Register the images under ``root/train/CLASS/*`` and ``root/test/CLASS/*`` (torchvision's
-    ``ImageFolder``: one folder per class, the same class folders in both) as ``"folder:ROOT"``, which
-    is what ``--set dataset=folder:ROOT`` on the command line does."""
+    ``ImageFolder``: one folder per class, the same class folders in both) as ``name`` (default
+    ``"folder:ROOT"``, ROOT as given, ``~`` included), which is what ``--set dataset=folder:ROOT`` on the
+    command line does."""
     import torchvision
 
+    name = name if name is not None else FOLDER_PREFIX + str(root)
     root = Path(root).expanduser()
-    name = FOLDER_PREFIX + str(root)
     splits = []
     for split in ("train", "test"):
         if not (root / split).is_dir():

@@ -451,7 +451,8 @@ SEARCH_PRESETS["darts-cpu-long"] = {**SEARCH_PRESETS["darts-cpu"], "epochs": 50}
 # steps in 10 epochs) and an architecture Adam at 0.1 (chapter 2's levers saw a search at 0.3 keep all eight
 # normal edges in 10 epochs, data/runs/levers/archlr_fairdarts_s0). Measured (data/runs/cpu_cell/, one core
 # each, two searches side by side): seeds 0, 1, 2 keep 8, 6 and 8 normal edges, all four nodes live, in
-# 5.6 to 5.7 minutes; the sigmoids settle near 0 and 1 within 4-5 epochs and the cell stops changing.
+# 5.6 to 5.7 minutes. The sigmoids settle near 0 and 1 within 5-7 epochs; which of the ops that are on the
+# derive rule keeps still moves until epoch 9 or 10 (analysis.settling).
 SEARCH_PRESETS["cpu-cell"] = {**SEARCH_PRESETS["cpu"], "subset": 1920, "arch_lr": 0.1}
 SEARCH_PRESETS["darts-cpu-cell"] = {**SEARCH_PRESETS["darts-cpu"], "subset": 1920, "arch_lr": 0.1}
 # The NAS-Bench-201 space on a CPU, where DARTS collapses in minutes: Fashion-MNIST at 8x8, 2500 + 2500

@@ -250,7 +250,7 @@ def test_chapter1_has_a_static_figure_for_the_explorer(pages):
     assert n >= 5, f"chapter 1 shows {n} image outputs; expected its drawings and static figures"
 
 
-@pytest.mark.parametrize("name", list(PAGES))
+@pytest.mark.parametrize("name", [n for n in PAGES if n != "chapter5"])  # chapter 5 has no equations
 def test_math_is_typeset(pages, name):
     page, _, _ = pages[name]
     if not MATHJAX_VENDORED:

@@ -33,8 +33,9 @@ def registered():
     names = []
 
     def register(name, *args):
-        names.append(name)
-        return register_dataset(name, *args)
+        info = register_dataset(name, *args)
+        names.append(name)  # only what this test registered (a refused name, e.g. a built-in one, stays)
+        return info
 
     yield register
     for name in names:  # leave the module's tables as they were
@@ -154,5 +155,17 @@ def test_a_network_trained_on_an_image_folder_is_evaluated_on_it(tmp_path, capsy
         assert cli.main(["evaluate", "--checkpoint", str(out / "checkpoint.pt"), "--dataset", "nowhere"]) != 0
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "unknown dataset 'nowhere'" in err[0]
+    finally:
+        data.DATASETS.pop(name, None), data.SPLIT_SIZES.pop(name, None), data._REGISTERED.pop(name, None)
+
+
+def test_an_image_folder_under_the_home_directory_keeps_the_name_it_was_given(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _write_folder(tmp_path / "imgs")
+    name = "folder:~/imgs"
+    try:
+        info = dataset_info(name)
+        assert info.name == name and info.num_classes == 2
+        assert get_search_preset("smoke", dataset=name, subset=12, batch_size=4).dataset == name
     finally:
         data.DATASETS.pop(name, None), data.SPLIT_SIZES.pop(name, None), data._REGISTERED.pop(name, None)
