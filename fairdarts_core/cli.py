@@ -143,8 +143,9 @@ def _logger(args: argparse.Namespace):
 
 def _add_arch_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
     which = p.add_mutually_exclusive_group(required=required)
-    which.add_argument("--arch", metavar="NAME", help="a published cell (fairdarts_core.zoo), e.g. FairDARTS_a, or a "
-                       "NAS-Bench-201 string, e.g. '|nor_conv_3x3~0|+|skip_connect~0|none~1|+|...'")
+    which.add_argument("--arch", metavar="NAME", help="a published cell (fairdarts_core.zoo), e.g. FairDARTS_a; random:SEED, a "
+                       "random DARTS-space cell; or a NAS-Bench-201 string, e.g. "
+                       "'|nor_conv_3x3~0|+|skip_connect~0|none~1|+|...'")
     which.add_argument("--genotype", metavar="FILE", help="a genotype JSON file (e.g. from `fairdarts parse --out`)")
 
 

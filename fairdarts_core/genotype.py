@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .ops import OPS
+from .ops import FAIR_DARTS_OPS, OPS
 
 Edge = Tuple[str, int, int]
 """``(op_name, to_node, from_node)``."""
@@ -154,6 +154,28 @@ def validate_cell(cell: Iterable[Edge], steps: int = STEPS, name: str = "cell") 
         seen.add(edge)
         out.append(edge)
     return out
+
+
+def random_cell(rng: np.random.Generator, steps: int = STEPS,
+                ops: Sequence[str] = FAIR_DARTS_OPS) -> List[Edge]:
+    """One cell drawn as DARTS draws its random baseline (Liu et al. 2019, Sec. 3.3): every intermediate
+    node takes two distinct earlier nodes as inputs, each through an op drawn uniformly from ``ops`` (the
+    7 non-zero DARTS ops)."""
+    cell: List[Edge] = []
+    for to in range(2, steps + 2):
+        for src in sorted(rng.choice(to, size=2, replace=False).tolist()):
+            cell.append((str(ops[int(rng.integers(len(ops)))]), to, int(src)))
+    return cell
+
+
+def random_genotype(seed: int, steps: int = STEPS) -> "Genotype":
+    """A random DARTS-space architecture (normal and reduction cell from one seeded generator): the
+    random-search baseline that DARTS and Fair DARTS compare with (``--arch random:SEED``)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"a random cell's seed must be an integer >= 0; got {_short.repr(seed)}")
+    rng = np.random.default_rng(seed)
+    normal = random_cell(rng, steps)
+    return Genotype(tuple(normal), tuple(random_cell(rng, steps)), steps)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import reprlib
 from pathlib import Path
 from typing import Dict, List, Tuple, Union
 
-from .genotype import Genotype
+from .genotype import Genotype, random_genotype
 
 # --- Fair DARTS cells (triples: op, to, from) ---------------------------------------------------------
 
@@ -187,8 +187,12 @@ def fair_darts_names() -> List[str]:
 GENOTYPE_FILE = "genotype.json"
 """The file a search run directory keeps its derived cells in."""
 
-ACCEPTED = (f"a published cell ({', '.join(NAMES)}), a genotype JSON file, a search run directory "
-            f"holding {GENOTYPE_FILE}, or a NAS-Bench-201 string (|op~0|+|op~0|op~1|+|op~0|op~1|op~2|)")
+RANDOM_PREFIX = "random:"
+"""``random:SEED`` names the random DARTS-space architecture :func:`~fairdarts_core.genotype.random_genotype`
+draws from that seed (the random-search baseline)."""
+
+ACCEPTED = (f"a published cell ({', '.join(NAMES)}), {RANDOM_PREFIX}SEED (a random cell), a genotype JSON file, "
+            f"a search run directory holding {GENOTYPE_FILE}, or a NAS-Bench-201 string (|op~0|+|op~0|op~1|+|op~0|op~1|op~2|)")
 """What :func:`resolve_arch` accepts, in words (its error messages list it)."""
 
 
@@ -209,6 +213,11 @@ def resolve_arch(arch: Union[Genotype, str, "os.PathLike[str]"]) -> Genotype:
         return get(arch)
     if isinstance(arch, str) and arch.startswith("|"):  # a NAS-Bench-201 architecture string
         return NB201Genotype.from_string(arch)
+    if isinstance(arch, str) and arch.startswith(RANDOM_PREFIX):
+        seed = arch[len(RANDOM_PREFIX):]
+        if not seed.isdigit():
+            raise ValueError(f"a random cell is {RANDOM_PREFIX}SEED with SEED an integer >= 0; got {reprlib.repr(arch)}")
+        return random_genotype(int(seed))
     if not isinstance(arch, (str, os.PathLike)) or str(arch) == "":
         raise ValueError(f"an architecture is {ACCEPTED}; got {type(arch).__name__} {reprlib.repr(arch)}")
     path = Path(arch)

@@ -403,3 +403,25 @@ def test_validation_rejects_duplicates_and_accepts_numpy_ints():
     assert validate_cell([("skip_connect", np.int64(2), np.int64(0))]) == [("skip_connect", 2, 0)]
     with pytest.raises(ValueError, match="kind must be"):
         GENO.cell("other")
+
+
+def test_a_random_cell_is_drawn_as_darts_draws_its_baseline():
+    from fairdarts_core.genotype import random_genotype
+    from fairdarts_core.ops import FAIR_DARTS_OPS
+    from fairdarts_core.zoo import resolve_arch
+    seen = set()
+    for seed in range(20):
+        g = random_genotype(seed)
+        assert resolve_arch(f"random:{seed}") == g == random_genotype(seed)  # the seed names the cell
+        for kind in ("normal", "reduce"):
+            cell = g.cell(kind)
+            assert [to for _, to, _ in cell] == [2, 2, 3, 3, 4, 4, 5, 5]  # two inputs per node
+            assert all(src < to for _, to, src in cell) and all(op in FAIR_DARTS_OPS for op, _, _ in cell)
+            assert all(cell[i][2] != cell[i + 1][2] for i in range(0, 8, 2))  # from two distinct nodes
+        seen.add(g)
+    assert len(seen) == 20
+    for bad in ("random:", "random:-1", "random:1.5"):
+        with pytest.raises(ValueError, match="random:SEED with SEED an integer >= 0"):
+            resolve_arch(bad)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        random_genotype(-1)
