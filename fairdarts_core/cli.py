@@ -9,7 +9,8 @@ stderr and exit code 2, never a traceback. Where the work is done:
 - ``flops``, ``plot``: :mod:`fairdarts_core.analysis`, :mod:`fairdarts_core.viz`;
 - ``search``, ``train``, ``mechanism``: the loops, which also own their run directory or result file
   (lock, resume check, atomic writes, provenance; :mod:`fairdarts_core.runs`);
-- ``evaluate``: :func:`fairdarts_core.train.evaluate_checkpoint`; ``bench``: :mod:`fairdarts_core.bench`.
+- ``evaluate``, ``export``: :func:`fairdarts_core.train.evaluate_checkpoint`, :func:`~fairdarts_core.train.export_authors_checkpoint`;
+  ``bench``: :mod:`fairdarts_core.bench`.
 
 Architectures (``--arch NAME``, ``--genotype FILE``) are resolved by :func:`fairdarts_core.zoo.resolve_arch`.
 """
@@ -471,6 +472,9 @@ def add_evaluate(sub) -> None:
     p.add_argument("--data-dir", metavar="DIR", help="where data sets are (default: data/)")
     p.add_argument("--subset", type=positive_int, metavar="N", help="evaluate on a class-balanced subset of N test images")
     p.add_argument("--batch-size", type=positive_int, default=256, metavar="N", help="(256)")
+    p.add_argument("--image-size", type=positive_int, metavar="N",
+                   help="resize the test images to NxN (default: the training checkpoint's; as stored for the "
+                        "authors' layout)")
     add_shared_options(p, ("json", "threads", "device"), threads=dict(help="torch intra-op threads (default: torch's)"),
                        device=dict(default="auto", help="auto, cpu, cuda, cuda:1 ... (auto)"))
 
@@ -481,8 +485,27 @@ def run_evaluate_cmd(args: argparse.Namespace) -> int:
         import torch
         torch.set_num_threads(args.threads)
     r = evaluate_checkpoint(args.checkpoint, args.arch or args.genotype, args.dataset, args.data_dir,
-                            args.subset, args.batch_size, args.device)
+                            args.subset, args.batch_size, args.device, args.image_size)
     emit(args, r, f"{r['arch']} on {r['dataset']} ({r['n']} test images): accuracy {r['acc']:.4f}, loss {r['loss']:.4f}")
+    return 0
+
+
+def add_export(sub) -> None:
+    p = _command(sub, "export", "Write the network of a `fairdarts train` checkpoint in the layout of the authors' "
+                 "released .tar files ({'state_dict': ...}, their key names), which `fairdarts evaluate --arch` "
+                 "and the authors' own code read.", run_export_cmd)
+    p.add_argument("--checkpoint", required=True, type=Path, metavar="PATH", help="RUN_DIR/checkpoint.pt of a retraining")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the file to write, e.g. cell.tar")
+    add_shared_options(p, ("json",))
+
+
+def run_export_cmd(args: argparse.Namespace) -> int:
+    from .train import export_authors_checkpoint
+    r = export_authors_checkpoint(args.checkpoint, args.out)
+    emit(args, {**r, "out": str(args.out)},
+         f"wrote {args.out}: NetworkCIFAR(C={r['C']}, classes={r['num_classes']}, layers={r['layers']}, "
+         f"auxiliary={r['auxiliary']}, in_channels={r['in_channels']}), trained on {r['dataset']} at "
+         f"{r['image_size']}x{r['image_size']}")
     return 0
 
 
@@ -539,7 +562,7 @@ def add_bench(sub) -> None:
 # --- the command ----------------------------------------------------------------------------------------
 
 ADDERS: List[Callable] = [add_search, add_parse, add_gap, add_flops, add_plot, add_mechanism, add_train, add_evaluate,
-                          add_bench]
+                          add_export, add_bench]
 """Functions ``add(subparsers)``, one per sub-command, in the order ``--help`` lists them."""
 
 

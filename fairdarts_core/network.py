@@ -353,20 +353,65 @@ def check_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor], labe
     raise ValueError(f"the checkpoint does not fit {label}: " + "; ".join(problems) + hint)
 
 
-def from_authors_state_dict(arch: Arch, state_dict) -> NetworkCIFAR:
+PAPER_SHAPE: Dict[str, object] = {"C": 36, "num_classes": 10, "layers": 20, "auxiliary": True, "in_channels": 3}
+"""The network of the authors' released CIFAR-10 checkpoints (DARTS / Fair DARTS evaluation setting)."""
+
+
+def _shape_label(shape: Dict[str, object]) -> str:
+    extra = "" if shape["in_channels"] == 3 else f", in_channels={shape['in_channels']}"
+    return f"NetworkCIFAR({shape['C']}, {shape['num_classes']}, {shape['layers']}, auxiliary={shape['auxiliary']}{extra})"
+
+
+def authors_layout_shape(state_dict) -> Dict[str, object]:
+    """The shape of the :class:`NetworkCIFAR` a state dict in the authors' layout belongs to, read off its
+    tensors: ``C`` (the stem has 3C filters), ``in_channels``, ``layers`` (the highest cell index + 1),
+    ``num_classes`` (the classifier's rows) and ``auxiliary`` (whether it holds an auxiliary head).
+    The released files all read :data:`PAPER_SHAPE`; a smaller network saved by
+    :func:`save_authors_checkpoint` reads its own."""
+    sd = unwrap_state_dict(state_dict)
+    stem, classifier = sd.get("stem.0.weight"), sd.get("classifier.weight")
+    cells = [int(k.split(".")[1]) for k in sd if isinstance(k, str) and k.startswith("cells.")
+             and k.split(".")[1].isdigit()]
+    if not (isinstance(stem, torch.Tensor) and stem.dim() == 4 and isinstance(classifier, torch.Tensor)
+            and classifier.dim() == 2 and cells):
+        raise ValueError("not a checkpoint in the authors' layout: it needs stem.0.weight (4-d), cells.N.* and "
+                         "classifier.weight (2-d)")
+    return {"C": int(stem.shape[0]) // 3, "num_classes": int(classifier.shape[0]), "layers": max(cells) + 1,
+            "auxiliary": any(isinstance(k, str) and k.startswith("auxiliary_head.") for k in sd),
+            "in_channels": int(stem.shape[1])}
+
+
+def from_authors_state_dict(arch: Arch, state_dict, shape: Optional[Dict[str, object]] = None) -> NetworkCIFAR:
     """Build the authors' CIFAR-10 evaluation network for ``arch`` and load their weights into it.
 
     ``state_dict`` is the authors' checkpoint as read by :func:`load_checkpoint` (their files hold
-    ``{"state_dict": ...}``), or the state dict itself. Every key must be consumed and every shape must
-    match, else a ``ValueError`` lists the differences. The network comes back in eval mode.
+    ``{"state_dict": ...}``), or the state dict itself. ``shape`` is the network's (keys of
+    :data:`PAPER_SHAPE`; default: the paper's, which every released file has; pass
+    ``authors_layout_shape(state_dict)`` for a file of another size). Every key must be consumed and every
+    shape must match, else a ``ValueError`` lists the differences. The network comes back in eval mode.
     """
     genotype = _resolve(arch)
     label = "the genotype" if isinstance(arch, Genotype) else str(arch)
-    model = NetworkCIFAR(36, 10, 20, auxiliary=True, genotype=genotype)
+    shape = {**PAPER_SHAPE, **(shape or {})}
+    model = NetworkCIFAR(shape["C"], shape["num_classes"], shape["layers"], auxiliary=shape["auxiliary"],
+                         genotype=genotype, in_channels=shape["in_channels"])
     sd = unwrap_state_dict(state_dict)
-    check_state_dict(model, sd, f"NetworkCIFAR(36, 10, 20, auxiliary=True) of {label}")
+    check_state_dict(model, sd, f"{_shape_label(shape)} of {label}")
     model.load_state_dict(sd, strict=True)
     return model.eval()
+
+
+def save_authors_checkpoint(model: NetworkCIFAR, path: Union[str, Path]) -> Dict[str, object]:
+    """Write ``model`` as the authors wrote their released files: ``{"state_dict": ...}`` with their key names
+    (which are ours, see the module docstring), atomically. Returns the network's shape
+    (:func:`authors_layout_shape`), which a reader needs besides the cell."""
+    from .runs import atomic_save
+
+    if not isinstance(model, NetworkCIFAR):
+        raise ValueError(f"only a NetworkCIFAR has the authors' layout; got {type(model).__name__}")
+    state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    atomic_save({"state_dict": state_dict}, path)
+    return authors_layout_shape(state_dict)
 
 
 def load_authors_checkpoint(arch: Arch, path: Union[str, Path]) -> NetworkCIFAR:

@@ -273,15 +273,19 @@ def _train(config: TrainConfig, genotype: Genotype, run: Optional[RunDir], ckpt:
 # --- evaluating a checkpoint ---------------------------------------------------------------------------
 def evaluate_checkpoint(path: Union[str, Path], arch: Union[str, Genotype, Path, None] = None,
                         dataset: Optional[str] = None, data_dir=None, test_subset: Optional[int] = None,
-                        batch_size: int = 256, device: str = "auto") -> Dict[str, object]:
-    """Test accuracy of a checkpoint: one written by :func:`run_train` (the genotype and the network's
-    shape come from it), or the authors' released ``.tar`` files (``arch`` names the cell; CIFAR-10,
-    ``NetworkCIFAR(36, 10, 20)``)."""
+                        batch_size: int = 256, device: str = "auto",
+                        image_size: Optional[int] = None) -> Dict[str, object]:
+    """Test accuracy of a checkpoint: one written by :func:`run_train` (the genotype, the network's shape and
+    the image size come from it), or a file in the authors' layout (their released ``.tar`` files:
+    ``arch`` names the cell, the network's shape is read off the weights, CIFAR-10 by default;
+    ``image_size`` resizes the test images, default: as stored)."""
     from . import network
     from .data import TensorLoader, balanced_subset, dataset_info, load_dataset, resize
 
     if batch_size < 1:
         raise ValueError(f"the batch size must be at least 1; got {batch_size}")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise ValueError(f"the image size must be a positive integer (None: as stored); got {image_size!r}")
     if test_subset is not None and test_subset < 1:
         raise ValueError(f"the test subset must hold at least 1 image (None: the whole test set); got {test_subset}")
     dev = resolve_device(device)
@@ -299,13 +303,17 @@ def evaluate_checkpoint(path: Union[str, Path], arch: Union[str, Genotype, Path,
         net = build_network(config, genotype, info.in_channels, info.num_classes)
         network.check_state_dict(net, raw["model"], f"the network in {path}")
         net.load_state_dict(raw["model"])
-        image_size, label = config.image_size, str(arch or "checkpoint genotype")
+        image_size, label = image_size or config.image_size, str(arch or "checkpoint genotype")
     else:
         if arch is None:
             raise ValueError(f"{path} is not a fairdarts training checkpoint: name its cell with --arch")
         genotype = resolve_arch(arch)
-        net = network.from_authors_state_dict(genotype, raw)
-        dataset, image_size, label = dataset or "cifar10", None, str(arch)
+        shape = network.authors_layout_shape(raw)
+        net = network.from_authors_state_dict(arch if isinstance(arch, str) else genotype, raw, shape)
+        dataset, label = dataset or "cifar10", str(arch)
+        if dataset_info(dataset).in_channels != shape["in_channels"]:
+            raise ValueError(f"{path} holds a network for {shape['in_channels']}-channel images; {dataset} has "
+                             f"{dataset_info(dataset).in_channels} (name its data set with --dataset)")
     info = dataset_info(dataset)
     x, y = load_dataset(dataset, False, data_dir)
     if test_subset is not None:
@@ -314,3 +322,22 @@ def evaluate_checkpoint(path: Union[str, Path], arch: Union[str, Genotype, Path,
     loader = TensorLoader(resize(x, image_size), y, batch_size, info, False, device=dev)
     result = evaluate(net.to(dev), loader)
     return {"checkpoint": str(path), "arch": label, "dataset": dataset, **result}
+
+
+def export_authors_checkpoint(path: Union[str, Path], out: Union[str, Path]) -> Dict[str, object]:
+    """Write the network of a :func:`run_train` checkpoint in the authors' layout (``{"state_dict": ...}``,
+    their key names: :func:`fairdarts_core.network.save_authors_checkpoint`), so that the code that reads
+    their released files reads it too. Returns the network's shape and the image size it was trained at."""
+    from . import network
+    from .data import dataset_info
+
+    raw = network.load_checkpoint(path)
+    if not (isinstance(raw, dict) and raw.get("kind") == "train" and all(k in raw for k in ("config", "genotype", "model"))):
+        raise ValueError(f"{path} is not a fairdarts training checkpoint (written by `fairdarts train`)")
+    config = TrainConfig.from_dict(raw["config"])
+    info = dataset_info(config.dataset)
+    net = build_network(config, genotype_from_dict(raw["genotype"]), info.in_channels, info.num_classes)
+    network.check_state_dict(net, raw["model"], f"the network in {path}")
+    net.load_state_dict(raw["model"])
+    shape = network.save_authors_checkpoint(net, out)
+    return {**shape, "image_size": config.image_size, "dataset": config.dataset}

@@ -320,9 +320,10 @@ def test_shared_run_options_are_declared_for_every_run_command():
     assert {"--json", "--threads", "--device"} <= options("evaluate") and "--resume" not in options("evaluate")
     assert {"--json", "--threads", "--device"} <= options("bench")
     assert {"--json", "--threads", "--device"} <= options("gap") and "--out" not in options("gap")
-    for command in ("parse", "flops", "plot"):
+    for command in ("parse", "flops", "plot", "export"):
         assert "--json" in options(command)
-    assert set(cli.COMMANDS) == {"search", "parse", "gap", "flops", "plot", "mechanism", "train", "evaluate", "bench"}
+    assert set(cli.COMMANDS) == {"search", "parse", "gap", "flops", "plot", "mechanism", "train", "evaluate", "export",
+                                 "bench"}
 
 
 def test_config_overrides_flags_beat_set_and_unset_flags_leave_the_preset():

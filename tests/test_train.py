@@ -82,6 +82,31 @@ def test_cli_train_and_evaluate(tmp_path, capsys):
     assert rc == 0 and ev["n"] == 20 and 0 <= ev["acc"] <= 1
 
 
+def test_a_retraining_exported_in_the_authors_layout_evaluates_as_the_authors_files_do(tmp_path, capsys):
+    """The offline stand-in for the released checkpoints: our network written as the authors wrote theirs
+    ({"state_dict": ...}, their keys) goes through the same reading path as FairDARTS-a.tar and scores what
+    the training checkpoint scores on the same images."""
+    run_train(tiny(epochs=1), "FairDARTS_a", tmp_path / "t", progress=False)
+    ckpt, tar = tmp_path / "t" / "checkpoint.pt", tmp_path / "FairDARTS-a-cpu.tar"
+    assert cli.main(["export", "--checkpoint", str(ckpt), "--out", str(tar), "--json"]) == 0
+    shape = json.loads(capsys.readouterr().out)
+    assert (shape["C"], shape["layers"], shape["in_channels"], shape["auxiliary"]) == (4, 3, 1, True)
+    saved = torch.load(tar, weights_only=True)
+    assert list(saved) == ["state_dict"] and "stem.0.weight" in saved["state_dict"]
+    ours = evaluate_checkpoint(ckpt, test_subset=40, device="cpu")
+    theirs = evaluate_checkpoint(tar, "FairDARTS_a", "fashion-mnist", test_subset=40, device="cpu",
+                                 image_size=shape["image_size"])
+    assert theirs["n"] == ours["n"] == 40 and theirs["acc"] == ours["acc"]
+    assert theirs["loss"] == pytest.approx(ours["loss"], rel=1e-6)
+    with pytest.raises(ValueError, match="network for 1-channel images; cifar10 has 3"):
+        evaluate_checkpoint(tar, "FairDARTS_a")  # the authors' default data set does not fit this file
+    with pytest.raises(ValueError, match="does not fit NetworkCIFAR\\(4, 10, 3, auxiliary=True, in_channels=1\\) of FairDARTS_b"):
+        evaluate_checkpoint(tar, "FairDARTS_b", "fashion-mnist")
+    assert cli.main(["export", "--checkpoint", str(tar), "--out", str(tmp_path / "x.tar")]) == 2
+    assert "not a fairdarts training checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "x.tar").exists()
+
+
 @pytest.mark.slow
 def test_two_process_data_parallel_under_torchrun(tmp_path):
     CELL.save(tmp_path / "g.json")
