@@ -133,9 +133,89 @@ def compare_with_published(name: str, measured: Optional[Dict[str, int]] = None)
     return out
 
 
+def zoo_table(names: Optional[Sequence[str]] = None) -> List[dict]:
+    """:func:`compare_with_published` for every published cell (or ``names``), each row with a second FLOPs
+    count by torch's ``FlopCounterMode`` (``torch_flops_M``: its count / 2, multiply-adds like thop's; see
+    :func:`count_flops_torch`) and the normal cell's edge and skip counts. One network per cell, about two
+    seconds each."""
+    from . import zoo
+    from .network import NetworkCIFAR
+
+    rows = []
+    for name in names or zoo.NAMES:
+        genotype = zoo.get(name)
+        model = NetworkCIFAR(36, 10, 20, auxiliary=True, genotype=genotype)
+        measured = {"flops": count_flops(model), "params": count_params(model, with_aux=False),
+                    "params_with_aux": count_params(model, with_aux=True)}
+        rows.append({**compare_with_published(name, measured), "torch_flops_M": count_flops_torch(model) / 2e6,
+                     "normal_edges": len(genotype.normal), "normal_skips": genotype.count("skip_connect")})
+    return rows
+
+
 # ==========================================================================================================
 # (end of the FLOPs / parameters section)
 # ==========================================================================================================
+
+
+# ==========================================================================================================
+# Retrained accuracies over seeds: mean, spread, and whether two cells differ by more than the seeds do
+# ==========================================================================================================
+
+T_975 = {1: 12.71, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000, 120: 1.980}
+"""Student's t at 95% two-sided by degrees of freedom (the normal's is 1.960)."""
+
+
+@dataclass(frozen=True)
+class SeedStats:
+    """One cell retrained with several training seeds: the final test accuracies, their mean and their sample
+    standard deviation (``ddof=1``; 0 for one seed)."""
+
+    label: str
+    accs: Tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.accs)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.accs))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.accs, ddof=1)) if self.n > 1 else 0.0
+
+
+def seed_stats(label: str, accs: Sequence[float]) -> SeedStats:
+    """A :class:`SeedStats`, refusing an empty or non-finite list in one line."""
+    values = tuple(float(a) for a in accs)
+    if not values or not all(np.isfinite(values)):
+        raise ValueError(f"{label}: need at least one finite accuracy; got {list(accs)!r}")
+    return SeedStats(label, values)
+
+
+def t_critical(dof: float) -> float:
+    """Student's t at 95% two-sided for ``dof`` degrees of freedom, from :data:`T_975` at or below ``dof``
+    (conservative; Welch's degrees of freedom are fractional)."""
+    if dof < 1:
+        return float("inf")
+    return T_975[max(d for d in T_975 if d <= dof)] if dof < 120 else 1.960
+
+
+def compare_seeds(a: SeedStats, b: SeedStats) -> Dict[str, float]:
+    """Does the mean accuracy of ``a`` differ from that of ``b`` by more than their training seeds explain?
+    Welch's t-test at 95% (unequal spreads; Welch-Satterthwaite degrees of freedom): ``difference`` (a - b),
+    ``margin`` (the half-width of the 95% interval of the difference) and ``differs`` (|difference| > margin).
+    Needs two seeds of each; with three, only differences of about three pooled standard deviations count."""
+    if a.n < 2 or b.n < 2:
+        raise ValueError(f"comparing {a.label} with {b.label} needs two seeds of each; got {a.n} and {b.n}")
+    va, vb = a.std ** 2 / a.n, b.std ** 2 / b.n
+    se = float(np.sqrt(va + vb))
+    dof = (va + vb) ** 2 / (va ** 2 / (a.n - 1) + vb ** 2 / (b.n - 1)) if se > 0 else float(a.n + b.n - 2)
+    margin = t_critical(dof) * se
+    difference = a.mean - b.mean
+    return {"difference": difference, "margin": margin, "dof": dof, "differs": bool(abs(difference) > margin)}
 
 
 # ==========================================================================================================

@@ -771,3 +771,91 @@ def _as_number(x) -> Optional[float]:
 __all__: List[str] = ["CheckResult", "check_mixed_edge", "check_dominant_counts", "check_skip_share_per_epoch",
                       "check_nb201_arch_string", "check_noise_schedule", "check_power_iteration",
                       "check_zero_one_loss", "check_discretization_gap", "check_live_nodes", "check_fair_derive"]
+
+
+# --- chapter 6: from a cell to a network, and what it costs -----------------------------------------------
+
+def _channel_cases() -> list:
+    """(C, layers, genotype) with 2, 3 and 4 live nodes per cell and depths whose reductions fall differently."""
+    from .genotype import Genotype
+    from .zoo import get
+
+    two = Genotype((("sep_conv_3x3", 2, 0), ("skip_connect", 3, 1)), get("DARTS_V2").reduce)
+    return [(36, 20, get("FairDARTS_a")), (8, 6, get("DARTS_V2")), (16, 8, two), (4, 3, get("FairDARTS_c")),
+            (12, 14, get("FairDARTS_b"))]
+
+
+def check_cell_channels(fn: Callable) -> CheckResult:
+    """Check ``fn(C, layers, normal_nodes, reduce_nodes) -> list``: the channels each of the ``layers`` cells
+    of the evaluation network outputs, given the initial channels ``C`` and the live nodes of the normal and
+    the reduction cell. The reference is :func:`fairdarts_core.network.network_layout` (tested against the
+    network itself)."""
+    from .genotype import live_nodes
+    from .network import network_layout
+
+    for C, layers, genotype in _channel_cases():
+        normal, reduce = len(live_nodes(genotype.normal)), len(live_nodes(genotype.reduce))
+        expected = [r["out_channels"] for r in network_layout(genotype, C, layers) if r["stage"] == "cell"]
+        got, err = _call(fn, C, layers, normal, reduce)
+        if err is not None:
+            return err
+        try:
+            got = [int(c) for c in got]
+        except (TypeError, ValueError):
+            return CheckResult(False, f"it returned {got!r}; return a list of {layers} channel counts")
+        if got == expected:
+            continue
+        case = f"C={C}, {layers} cells, {normal} live nodes in the normal cell and {reduce} in the reduction cell"
+        if len(got) != layers:
+            return CheckResult(False, f"for {case} you returned {len(got)} numbers; the network has {layers} cells")
+        if got == [4 * c // n if n else c for c, n in zip(expected, [normal if (i not in (layers // 3, 2 * layers // 3))
+                                                                     else reduce for i in range(layers)])]:
+            return CheckResult(False, f"for {case} you assumed four live nodes per cell: a cell concatenates its "
+                                      f"live nodes only, so it outputs live nodes x C channels")
+        first = next(i for i, (g, e) in enumerate(zip(got, expected)) if g != e)
+        return CheckResult(False, f"for {case} cell {first} outputs {expected[first]} channels, you said {got[first]} "
+                                  f"(the reduction cells sit at cells layers // 3 and 2 * layers // 3 and double C)")
+    return CheckResult(True, "your channel counts match the network's for 2, 3 and 4 live nodes and five depths.")
+
+
+def _sep_conv_reference(C: int, k: int, size: int) -> tuple:
+    from .analysis import count_flops, count_params
+    from .ops import make_op
+
+    op = make_op(f"sep_conv_{k}x{k}", C, 1, affine=True)
+    return count_params(op), count_flops(op, resolution=size, in_channels=C)
+
+
+def check_sep_conv_cost(fn: Callable) -> CheckResult:
+    """Check ``fn(C, k, size) -> (params, macs)``: the parameters and multiply-adds of one ``sep_conv_kxk`` of the
+    evaluation network on ``C`` channels of ``size x size`` maps at stride 1 (two blocks of ReLU, depthwise
+    k x k conv, pointwise 1x1 conv, BN with affine weights), multiply-adds counted as thop counts them (BN
+    folded away). The reference counts the op itself (:func:`fairdarts_core.analysis.count_params`,
+    :func:`~fairdarts_core.analysis.count_flops`)."""
+    for C, k, size in ((36, 3, 32), (72, 5, 16), (8, 3, 7), (144, 5, 8)):
+        params, macs = _sep_conv_reference(C, k, size)
+        got, err = _call(fn, C, k, size)
+        if err is not None:
+            return err
+        try:
+            got_params, got_macs = (int(v) for v in got)
+        except (TypeError, ValueError):
+            return CheckResult(False, f"it returned {got!r}; return two numbers: (params, macs)")
+        case = f"sep_conv_{k}x{k} on {C} channels at {size}x{size}"
+        if got_params != params:
+            hint = ""
+            if got_params * 2 == params or got_params * 2 == params - 4 * C:
+                hint = ": the op is two ReLU-depthwise-pointwise-BN blocks, not one"
+            elif got_params == params - 4 * C:
+                hint = ": each BN has C weights and C biases"
+            elif got_params == 2 * (C * C * k * k + C * C + 2 * C):
+                hint = ": the k x k conv is depthwise (groups=C), one k x k filter per channel"
+            return CheckResult(False, f"{case} has {params} parameters, you said {got_params}{hint}")
+        if got_macs != macs:
+            hint = ""
+            if got_macs * 2 == macs:
+                hint = ": the op is two blocks, not one"
+            elif got_macs == macs + 4 * C * size * size:
+                hint = ": BN counts nothing here (at inference it folds into the conv before it)"
+            return CheckResult(False, f"{case} takes {macs} multiply-adds, you said {got_macs}{hint}")
+    return CheckResult(True, "your counts match the op's own on four channel widths, two kernels and four map sizes.")

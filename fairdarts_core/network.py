@@ -242,6 +242,35 @@ class NetworkCIFAR(_Network):
         return self._run_cells(s, s)
 
 
+def network_layout(genotype: Arch, C: int = 36, layers: int = 20, auxiliary: bool = True,
+                   image_size: int = 32, in_channels: int = 3, stem_multiplier: int = 3) -> List[Dict[str, object]]:
+    """How :class:`NetworkCIFAR` stacks a cell (DARTS Sec. 3.2; Fair DARTS Sec. 5), without building it: one
+    row per stage, in order: the stem, every cell, the auxiliary head where it branches off, the classifier.
+
+    A cell row holds ``index``, ``kind`` (``"normal"`` / ``"reduce"``: at 1/3 and 2/3 of the depth, where
+    the channels double and the maps halve), ``C`` (channels of each node), ``nodes`` (its live nodes),
+    ``out_channels`` (``nodes * C``: what it concatenates) and ``size`` (the side of its output maps). The
+    auxiliary head reads the output of cell ``2 * layers // 3``.
+    """
+    genotype = _resolve(genotype)
+    check_shape(C, layers, 10)
+    rows: List[Dict[str, object]] = [{"stage": "stem", "in_channels": in_channels, "out_channels": stem_multiplier * C,
+                                      "size": image_size}]
+    C_curr, size, out_channels = C, image_size, stem_multiplier * C
+    for i in range(layers):
+        reduction = i in (layers // 3, 2 * layers // 3)
+        if reduction:
+            C_curr, size = 2 * C_curr, (size + 1) // 2
+        nodes = len(live_nodes(genotype.reduce if reduction else genotype.normal, genotype.steps))
+        out_channels = nodes * C_curr
+        rows.append({"stage": "cell", "index": i, "kind": "reduce" if reduction else "normal", "C": C_curr,
+                     "nodes": nodes, "out_channels": out_channels, "size": size})
+        if auxiliary and i == 2 * layers // 3:
+            rows.append({"stage": "auxiliary head", "after": i, "in_channels": out_channels, "size": size})
+    rows.append({"stage": "classifier", "in_channels": out_channels, "size": 1})
+    return rows
+
+
 class NetworkImageNet(_Network):
     """The ImageNet (mobile setting) evaluation network of DARTS: C=48, 14 cells, 224x224 input.
 

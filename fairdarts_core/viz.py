@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import Iterable, List, Optional, Sequence, Union
 
 import graphviz
 import numpy as np
@@ -487,3 +487,77 @@ def plot_weight_histograms(groups, threshold: Optional[float] = 0.85, axes=None,
     axes[0].set_ylabel("share of weights")
     fig.tight_layout()
     return fig, axes
+
+
+# --- from a cell to a network, and what retraining it scores ------------------------------------------------
+
+def _stage_label(row: dict) -> str:
+    if row["stage"] == "stem":
+        return f"stem: 3x3 conv + BN\n{row['in_channels']} -> {row['out_channels']} channels, {row['size']}x{row['size']}"
+    if row["stage"] == "auxiliary head":
+        return f"auxiliary head (training only)\nreads {row['in_channels']} channels, {row['size']}x{row['size']}"
+    return f"global average pool + linear classifier\nreads {row['in_channels']} channels"
+
+
+def plot_network(layout: Sequence[dict], title: Optional[str] = None) -> graphviz.Digraph:
+    """A graphviz drawing of an evaluation network from :func:`fairdarts_core.network.network_layout`, top
+    to bottom: the stem, runs of identical normal cells drawn as one box (``6 x normal cell``), the two
+    reduction cells (shaded), the auxiliary head on a side branch, the classifier. Each box gives the channels
+    per node, the live nodes, the channels the cell outputs and the size of its maps."""
+    g = graphviz.Digraph(format="svg")
+    g.attr(rankdir="TB", nodesep="0.4", ranksep="0.25")
+    g.attr("node", shape="rect", style="filled,rounded", fontname="helvetica", fontsize="12", penwidth="1.5")
+    if title:
+        g.attr(label=title, labelloc="t", fontsize="16", fontname="helvetica")
+    groups: List[List[dict]] = []
+    for row in layout:
+        same_run = (groups and row["stage"] == "cell" and groups[-1][0]["stage"] == "cell"
+                    and row["kind"] == "normal" == groups[-1][0]["kind"])
+        if same_run:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    previous = None
+    for i, group in enumerate(groups):
+        row, node = group[0], f"s{i}"
+        if row["stage"] == "cell":
+            first, last = group[0]["index"], group[-1]["index"]
+            where = f"cell {first}" if first == last else f"cells {first}-{last}"
+            count = f"{len(group)} x " if len(group) > 1 else ""
+            kind = "normal cell" if row["kind"] == "normal" else "reduction cell"
+            label = (f"{count}{kind} ({where})\n{row['C']} channels per node x {row['nodes']} live nodes = "
+                     f"{row['out_channels']} out, {row['size']}x{row['size']}")
+            g.node(node, label, fillcolor="#f6c28b" if row["kind"] == "reduce" else "#cfe2f3")
+        elif row["stage"] == "auxiliary head":
+            g.node(node, _stage_label(row), fillcolor="#e6e6e6", style="filled,rounded,dashed")
+            g.edge(previous, node, style="dashed")
+            continue  # a side branch: the main chain goes on from the cell before it
+        else:
+            g.node(node, _stage_label(row), fillcolor="#d9ead3")
+        if previous is not None:
+            g.edge(previous, node)
+        previous = node
+    return g
+
+
+def plot_retrained(stats: Sequence, ax=None, title: Optional[str] = None, reference: Optional[float] = None):
+    """Retrained test accuracy per cell (:class:`fairdarts_core.analysis.SeedStats`): every training seed as a
+    dot and the mean with one sample standard deviation as an error bar, one row per cell, top to bottom in
+    the given order. ``reference`` draws a vertical line (e.g. chance). Returns ``(figure, axes)``."""
+    stats = list(stats)
+    if not stats:
+        raise ValueError("no retrained cells to draw")
+    fig, ax = _axes(ax, (6.4, 0.45 * len(stats) + 1.2))
+    for y, s in enumerate(stats):
+        ax.errorbar(s.mean, y, xerr=s.std, fmt="o", color="#1f4e79", ms=7, capsize=4, zorder=3)
+        ax.scatter(s.accs, [y] * s.n, color="#8fb3d9", s=18, zorder=2)
+    ax.set_yticks(range(len(stats)), [f"{s.label} (n={s.n})" for s in stats])
+    ax.invert_yaxis()
+    if reference is not None:
+        ax.axvline(reference, color="gray", ls=":", lw=1)
+    ax.set_xlabel("test accuracy after retraining (mean ± std over training seeds; dots: each seed)")
+    ax.grid(axis="x", alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig, ax

@@ -1236,6 +1236,70 @@ def threshold_explorer(run: Any, threshold: float = 0.85, title: str = "Which ed
     return box
 
 
+# --- chapter 6: the published cells ---------------------------------------------------------------------------
+
+def zoo_browser_state(rows: Sequence[Dict[str, Any]], name: str) -> Dict[str, Any]:
+    """The zoo row of cell ``name`` (``rows`` from :func:`fairdarts_core.analysis.zoo_table`) with its genotype
+    and a ``verdict``: what it costs by our count and by the paper's, and what its authors report."""
+    from . import zoo
+
+    by_name = {r["arch"]: r for r in rows}
+    if name not in by_name:
+        raise ValueError(f"unknown cell {name!r}; the table holds {', '.join(by_name)}")
+    r = by_name[name]
+    published = []
+    if r.get("published_flops_M"):
+        published.append(f"{r['published_flops_M']:g}M FLOPs")
+    if r.get("published_params_M"):
+        counted = {"with_aux": "with", "without_aux": "without"}[r["params_match"]]
+        published.append(f"{r['published_params_M']:g}M parameters (our count {counted} the auxiliary head)")
+    if r.get("published_top1"):
+        published.append(f"{r['published_top1']:.2f}% top-1 on CIFAR-10")
+    verdict = (f"{name}: {r['flops_M']:.0f}M FLOPs (thop; FlopCounterMode / 2: {r['torch_flops_M']:.0f}M), "
+               f"{r['params_M']:.2f}M parameters without the auxiliary head, {r['params_with_aux_M']:.2f}M with it. "
+               + ("Published: " + ", ".join(published) + "." if published else "No published figures.")
+               + (f" ({r['note']})" if r.get("note") else ""))
+    return {**r, "genotype": zoo.get(name), "verdict": verdict}
+
+
+def _zoo_card(state: Dict[str, Any]) -> str:
+    from .viz import plot_genotype
+
+    svg = _scalable_svg(plot_genotype(state["genotype"]).pipe(format="svg").decode(), "560px")
+    return f"<div class='zoo-card'><h4>{state['arch']}</h4><p>{state['verdict']}</p>{svg}</div>"
+
+
+def zoo_browser(rows: Sequence[Dict[str, Any]], name: Optional[str] = None, title: str = "The published cells"):
+    """A drop-down over the published cells that shows the chosen one's drawing (both cells), its FLOPs and
+    parameters by our two counts and its published figures. Returns an ``ipywidgets.VBox``
+    (``box.state()``; ``box.choice``: the drop-down)."""
+    import ipywidgets as W
+
+    names = [r["arch"] for r in rows]
+    zoo_browser_state(rows, name or names[0])  # validates once
+    choice = W.Dropdown(options=names, value=name or names[0], description="cell")
+    card = W.HTML()
+
+    def current() -> Dict[str, Any]:
+        return zoo_browser_state(rows, choice.value)
+
+    def update(_=None) -> None:
+        card.value = _zoo_card(current())
+
+    choice.observe(update, "value")
+    update()
+    box = W.VBox([W.HTML(f"<b>{title}</b>"), choice, card])
+    box.state, box.choice = current, choice
+    return box
+
+
+def zoo_gallery_static(rows: Sequence[Dict[str, Any]], names: Optional[Sequence[str]] = None) -> str:
+    """The static twin of :func:`zoo_browser` for a built page: the card of every cell (or of ``names``), one
+    under the other, as one HTML string."""
+    names = list(names) if names is not None else [r["arch"] for r in rows]
+    return "<div class='zoo-gallery'>" + "".join(_zoo_card(zoo_browser_state(rows, n)) for n in names) + "</div>"
+
+
 __all__: List[str] = ["edge_explorer_state", "edge_explorer_text", "edge_explorer_figure", "edge_explorer",
                       "strongest_edge", "epoch_explorer_state", "epoch_explorer_text", "epoch_explorer_figure",
                       "epoch_explorer_cell", "epoch_explorer", "epoch_explorer_static",
@@ -1245,4 +1309,5 @@ __all__: List[str] = ["edge_explorer_state", "edge_explorer_text", "edge_explore
                       "gap_explorer_state", "gap_explorer_text", "gap_explorer_figure", "gap_explorer",
                       "gap_explorer_static", "threshold_explorer_state", "threshold_explorer_text",
                       "threshold_explorer_static", "threshold_explorer", "LivePlot", "edge_history_state",
-                      "edge_history_text", "edge_history_figure", "edge_history_explorer", "edge_history_static"]
+                      "edge_history_text", "edge_history_figure", "edge_history_explorer", "edge_history_static",
+                      "zoo_browser_state", "zoo_browser", "zoo_gallery_static"]
