@@ -446,3 +446,35 @@ def save_authors_checkpoint(model: NetworkCIFAR, path: Union[str, Path]) -> Dict
 def load_authors_checkpoint(arch: Arch, path: Union[str, Path]) -> NetworkCIFAR:
     """:func:`from_authors_state_dict` on a checkpoint file (e.g. the authors' ``FairDARTS-a.tar``)."""
     return from_authors_state_dict(arch, load_checkpoint(path))
+
+
+RELEASED_CHECKPOINTS = {"FairDARTS_a": "FairDARTS-a.tar", "FairDARTS_b": "FairDARTS-b.tar"}
+"""The CIFAR-10 networks the Fair DARTS authors released (their repository's ``best_model/`` folder)."""
+
+RELEASED_URL = "https://github.com/xiaomi-automl/FairDARTS/raw/master/best_model/{file}"
+
+
+def fetch_authors_checkpoint(arch: str, directory: Union[str, Path], url: str = RELEASED_URL,
+                             timeout: float = 60.0) -> Path:
+    """Download the authors' released checkpoint of ``arch`` (``FairDARTS_a`` or ``FairDARTS_b``) into
+    ``directory`` (kept there: a second call reads the file it finds) and return its path. Offline, or when the
+    file is not there, one ``ValueError`` line that says why; nothing half-written is left behind."""
+    import urllib.request
+
+    from .runs import _atomic
+
+    if arch not in RELEASED_CHECKPOINTS:
+        raise ValueError(f"the authors released checkpoints of {', '.join(RELEASED_CHECKPOINTS)} only; got {arch!r}")
+    path = Path(directory).expanduser() / RELEASED_CHECKPOINTS[arch]
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    source = url.format(file=RELEASED_CHECKPOINTS[arch])
+    try:
+        with urllib.request.urlopen(source, timeout=timeout) as response:
+            data = response.read()
+    except Exception as e:  # offline, refused, not found, timed out
+        reason = getattr(e, "reason", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"cannot download {source}: {reason}") from None
+    _atomic(path, lambda tmp: tmp.write_bytes(data))
+    return path

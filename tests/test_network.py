@@ -9,8 +9,8 @@ import torch
 from fairdarts_core import zoo
 from fairdarts_core.genotype import Genotype
 from fairdarts_core.network import (AUX_MIN_IMAGE_SIZE, MIN_IMAGE_SIZE, NetworkCIFAR, NetworkImageNet,
-                                    check_state_dict, drop_path, from_authors_state_dict, load_authors_checkpoint,
-                                    load_checkpoint, min_image_size)
+                                    check_state_dict, drop_path, fetch_authors_checkpoint, from_authors_state_dict,
+                                    load_authors_checkpoint, load_checkpoint, min_image_size)
 
 # The state-dict layout of the authors' released FairDARTS-a/-b checkpoints (key, shape), copied from the
 # project's reference notes; the checkpoints themselves are not needed.
@@ -308,3 +308,19 @@ def test_load_checkpoint_errors(tmp_path):
     torch.save({"args": argparse.Namespace(lr=0.1)}, unsafe)  # arbitrary objects: refused by weights_only
     with pytest.raises(ValueError, match="cannot read checkpoint"):
         load_checkpoint(unsafe)
+
+
+def test_fetching_a_released_checkpoint_keeps_it_and_says_why_when_it_cannot(tmp_path):
+    source = tmp_path / "release"
+    source.mkdir()
+    torch.save({"state_dict": synthetic_state_dict("FairDARTS_a", 0)}, source / "FairDARTS-a.tar")
+    got = fetch_authors_checkpoint("FairDARTS_a", tmp_path / "cache", url=source.as_uri() + "/{file}")
+    assert got == tmp_path / "cache" / "FairDARTS-a.tar" and load_authors_checkpoint("FairDARTS_a", got)
+    # kept: a second call reads the file and does not download (the address now refuses)
+    assert fetch_authors_checkpoint("FairDARTS_a", tmp_path / "cache", url="http://127.0.0.1:9/{file}") == got
+    with pytest.raises(ValueError) as e:
+        fetch_authors_checkpoint("FairDARTS_b", tmp_path / "cache", url="http://127.0.0.1:9/{file}", timeout=5)
+    assert str(e.value).startswith("cannot download http://127.0.0.1:9/FairDARTS-b.tar: ") and "\n" not in str(e.value)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["FairDARTS-a.tar"]  # nothing half-written
+    with pytest.raises(ValueError, match="released checkpoints of FairDARTS_a, FairDARTS_b only; got 'DARTS_V2'"):
+        fetch_authors_checkpoint("DARTS_V2", tmp_path)
