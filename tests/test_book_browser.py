@@ -42,13 +42,15 @@ PAGES = {
     "chapter3": "book/03_why_it_happens.html",
     "chapter4": "book/04_the_discretization_gap.html",
     "chapter5": "book/05_a_full_search.html",
+    "chapter6": "book/06_retraining_and_evaluation.html",
 }
 WIDGET_SELECTOR = {"chapter1": ".widget-slider", "chapter2": ".widget-slider", "chapter3": ".widget-toggle-buttons",
-                   "chapter4": ".widget-toggle-buttons", "chapter5": ".widget-dropdown"}
+                   "chapter4": ".widget-toggle-buttons", "chapter5": ".widget-dropdown",
+                   "chapter6": ".widget-dropdown"}
 """What each page's saved widget view renders once its JavaScript has run."""
 NOTEBOOK_PAGES = {"chapter1": "book/01_darts_in_a_nutshell.ipynb", "chapter2": "book/02_the_collapse.ipynb",
                   "chapter3": "book/03_why_it_happens.ipynb", "chapter4": "book/04_the_discretization_gap.ipynb",
-                  "chapter5": "book/05_a_full_search.ipynb"}
+                  "chapter5": "book/05_a_full_search.ipynb", "chapter6": "book/06_retraining_and_evaluation.ipynb"}
 
 
 def _require(condition: bool, why: str) -> None:
@@ -243,6 +245,30 @@ def test_chapter5_history_and_threshold_explorer_views(pages):
     assert "bit-identical to the uninterrupted run: True" in text, "the resumed search is not shown equal to its twin"
 
 
+def test_chapter6_retrainings_zoo_and_checkpoints(pages):
+    page, errors, _ = pages["chapter6"]
+    assert page.locator('script[type="application/vnd.jupyter.widget-state+json"]').count() == 1, \
+        "the widget state was not saved with the executed notebook"
+    assert not [e for e in errors if "widget" in e.lower()], f"widget errors in the page: {errors}"
+    if VENDORED:  # the saved view renders offline: the cell selector and the chosen cell's card
+        assert page.locator(".widget-dropdown").count() >= 1, "the cell selector is not rendered"
+        assert page.locator(".widget-html svg").count() >= 1, "the zoo browser's drawing is not rendered"
+        assert "FLOPs" in " ".join(page.locator(".widget-html").all_inner_texts())
+    text = page.locator("main").inner_text()
+    for heading in ("From a cell to a network", "A short retraining, live", "The recorded retrainings, three seeds each",
+                    "The published cells: what they cost", "The authors' released networks", "The paper's setting",
+                    "Exercises"):
+        assert heading in text, f"chapter 6 lacks its section {heading!r}"
+    for cell in ("Fair DARTS, cpu-cell", "DARTS, darts-cpu-cell", "FairDARTS_a", "DARTS_V2", "random cell",
+                 "NB201, collapsed (DARTS)", "NB201, Fair DARTS"):
+        assert cell in text, f"chapter 6's retraining table lacks {cell}"
+    assert text.count("± ") >= 7, "the retraining table shows no mean ± std"
+    assert "FlopCounterMode" in text and "published FLOPs" in text, "the zoo table is missing"
+    assert "fairdarts evaluate --checkpoint FairDARTS-a.tar --arch FairDARTS_a" in text
+    assert "their layout: accuracy" in text, "the checkpoint round trip is not shown"
+    assert page.locator(".cell_output svg, .cell_output img").count() >= 3, "the network drawings or the plot are missing"
+
+
 def test_chapter1_has_a_static_figure_for_the_explorer(pages):
     page, _, _ = pages["chapter1"]
     # Every figure of the chapter is an image output of a cell; the explorer's static figure is one of them.
@@ -250,7 +276,7 @@ def test_chapter1_has_a_static_figure_for_the_explorer(pages):
     assert n >= 5, f"chapter 1 shows {n} image outputs; expected its drawings and static figures"
 
 
-@pytest.mark.parametrize("name", [n for n in PAGES if n != "chapter5"])  # chapter 5 has no equations
+@pytest.mark.parametrize("name", [n for n in PAGES if n not in ("chapter5", "chapter6")])  # they have no equations
 def test_math_is_typeset(pages, name):
     page, _, _ = pages[name]
     if not MATHJAX_VENDORED:
