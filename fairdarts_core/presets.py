@@ -42,6 +42,7 @@ from .data import DATASETS, FOLDER_PREFIX, dataset_info, search_split, split_siz
 from .network import AUX_MIN_IMAGE_SIZE, MIN_IMAGE_SIZE, MIN_LAYERS
 from .nb201 import NB201_OPS
 from .ops import DARTS_OPS, FAIR_DARTS_OPS, OPS
+from .precision import AMP_MODES
 from .spaces import SPACES
 from .supernet import FORMULATIONS
 
@@ -262,6 +263,8 @@ class SearchConfig:
     device: str = "auto"                   # "auto": cuda when available, else cpu
     threads: Optional[int] = None          # torch intra-op threads (None: torch's default); tiny
                                            # tensors on a busy CPU run much faster with 1
+    amp: str = "off"                       # mixed precision of the forward pass: off, bf16, fp16 (CUDA);
+                                           # alpha and the losses stay float32 (fairdarts_core.precision)
 
     LEGACY_KEYS: ClassVar[Dict[str, str]] = {"path": "formulation"}  # old name -> field, for old config.json
 
@@ -287,6 +290,10 @@ class SearchConfig:
         f.number("zero_one_weight", 0)
         f.choice("zero_one_kind", ZERO_ONE_KINDS)
         f.choice("mode", MODES)
+        f.choice("amp", AMP_MODES, why="mixed precision of the forward pass; fp16 needs a CUDA device")
+        if self.amp != "off" and self.mode == "second_order":
+            raise _refuse("amp", self.amp, "mode=second_order needs float32 (its finite difference of "
+                          "gradients drowns in half-precision rounding): use amp=off")
         f.number("arch_lr", 0, low_open=True)
         f.betas("arch_betas")
         f.number("arch_weight_decay", 0)
@@ -353,6 +360,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: Optional[int] = None
+    amp: str = "off"                       # mixed precision of the forward pass: off, bf16, fp16 (CUDA)
+    channels_last: bool = False            # NHWC memory layout for the network and its inputs
 
     LEGACY_KEYS: ClassVar[Dict[str, str]] = {}
 
@@ -372,6 +381,8 @@ class TrainConfig:
         f.number("auxiliary_weight", 0)
         f.number("drop_path_prob", 0, 1, high_open=True, why="the drop-path probability reached at the end")
         f.flag("autoaugment")
+        f.choice("amp", AMP_MODES, why="mixed precision of the forward pass; fp16 needs a CUDA device")
+        f.flag("channels_last")
         if _training_images(self) < self.batch_size:
             raise _refuse("subset", self.subset, f"the training images must hold at least one batch of "
                                                  f"batch_size={self.batch_size}: raise subset or lower batch_size")

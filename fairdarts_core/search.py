@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from . import steps
 from .genotype import Genotype
+from .precision import Precision
 from .presets import SearchConfig
 from .relax import zero_one_loss
 from .runs import (RunDir, check_resume_config, load_optimizer_state, load_state, open_run, seed_everything,
@@ -267,6 +268,7 @@ def _search(config: SearchConfig, run: Optional[RunDir], resume: bool, callback,
         config.batch_size, config.seed, Augment(crop_pad=config.crop_pad, flip=config.flip, cutout=config.cutout), device)
     model = build_supernet(config, info.in_channels, info.num_classes).to(device)
     w_opt, a_opt, sched = build_optimizers(model, config)
+    precision = Precision(config.amp, device)
     history: List[dict] = []
     start = 0
     if ckpt is not None:
@@ -274,6 +276,7 @@ def _search(config: SearchConfig, run: Optional[RunDir], resume: bool, callback,
         load_optimizer_state(w_opt, ckpt["w_optimizer"], "weights optimizer")
         load_optimizer_state(a_opt, ckpt["a_optimizer"], "architecture optimizer")
         load_optimizer_state(sched, ckpt["scheduler"], "learning-rate schedule")
+        precision.load_state_dict(ckpt.get("precision"))
         history = list(ckpt["history"])
         start = int(ckpt["epoch"])
         set_rng_state(ckpt["rng"])
@@ -300,7 +303,7 @@ def _search(config: SearchConfig, run: Optional[RunDir], resume: bool, callback,
                    disable=not progress, file=sys.stderr)
         for batch_train, batch_val in bar:
             stats = steps.search_step(config.mode, model, batch_train, batch_val, w_opt, a_opt, zero_one,
-                                      config.grad_clip)
+                                      config.grad_clip, precision)
             finite.append(finite_flag(stats))
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0) + v
@@ -319,7 +322,7 @@ def _search(config: SearchConfig, run: Optional[RunDir], resume: bool, callback,
                 record["gap_by_threshold"] = gap_by_threshold(model, gap_batches, config)
         history.append(record)
         if run is not None:
-            _write_epoch(run, model, config, history, w_opt, a_opt, sched)
+            _write_epoch(run, model, config, history, w_opt, a_opt, sched, precision)
         log(format_record(record, config.epochs))
         if callback is not None and callback(record, model) is False:
             log(f"stopped by the callback after epoch {epoch + 1}")
@@ -332,7 +335,7 @@ def _search(config: SearchConfig, run: Optional[RunDir], resume: bool, callback,
 
 
 def _write_epoch(run: RunDir, model: Supernet, config: SearchConfig, history: List[dict], w_opt, a_opt,
-                 sched) -> None:
+                 sched, precision: Precision) -> None:
     """Everything a later reader needs after each epoch; the checkpoint last, so that it never claims an
     epoch whose files are not written."""
     last = history[-1]
@@ -343,5 +346,5 @@ def _write_epoch(run: RunDir, model: Supernet, config: SearchConfig, history: Li
     run.save_checkpoint({
         "epoch": len(history), "config": config.to_dict(), "model": model.state_dict(),
         "w_optimizer": w_opt.state_dict(), "a_optimizer": a_opt.state_dict(), "scheduler": sched.state_dict(),
-        "history": history, "rng": rng_state(),
+        "history": history, "rng": rng_state(), "precision": precision.state_dict(),
     })

@@ -25,6 +25,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from .precision import OFF, Precision, full_precision
 from .relax import zero_one_loss
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
@@ -62,8 +63,10 @@ def batch_stats(prefix: str, logits: torch.Tensor, y: torch.Tensor, loss: torch.
 
 
 def arch_loss(model, logits: torch.Tensor, y: torch.Tensor, zero_one: ZeroOne = ZeroOne()):
-    """``CE + zero_one.weight * L01`` over every relaxed weight of ``model``; returns ``(loss, ce, l01)``."""
-    ce = F.cross_entropy(logits, y)
+    """``CE + zero_one.weight * L01`` over every relaxed weight of ``model``; returns ``(loss, ce, l01)``.
+    Called outside any autocast region: autocast's half-precision logits are cast to float32, and the
+    relaxation and L01 are computed from the float32 alpha."""
+    ce = F.cross_entropy(full_precision(logits), y)
     l01 = zero_one_loss(_relaxed_list(model), zero_one.kind)
     loss = ce + zero_one.weight * l01 if zero_one.weight else ce
     return loss, ce, l01
@@ -74,32 +77,39 @@ def _set_grads(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) ->
         p.grad = g
 
 
-def arch_step(model, batch_val: Batch, a_optimizer: torch.optim.Optimizer, zero_one: ZeroOne = ZeroOne()) -> Stats:
+def arch_step(model, batch_val: Batch, a_optimizer: torch.optim.Optimizer, zero_one: ZeroOne = ZeroOne(),
+              precision: Precision = OFF) -> Stats:
     """One first-order architecture step on a validation batch.
 
     ``torch.autograd.grad`` w.r.t. alpha only: autograd then skips every weight-gradient kernel of the
-    backward pass (it still needs the gradients w.r.t. the activations to reach alpha).
+    backward pass (it still needs the gradients w.r.t. the activations to reach alpha). The forward pass runs
+    in ``precision``'s autocast; the loss and alpha stay float32 (:mod:`fairdarts_core.precision`).
     """
     x, y = batch_val
     alphas = model.arch_parameters()
-    logits = model(x)
+    with precision.autocast():
+        logits = model(x)
     loss, ce, _ = arch_loss(model, logits, y, zero_one)
-    _set_grads(alphas, torch.autograd.grad(loss, alphas))
-    a_optimizer.step()
+    _set_grads(alphas, torch.autograd.grad(precision.scale(loss), alphas))
+    precision.unscale(a_optimizer)
+    precision.step(a_optimizer)
     return batch_stats("val", logits, y, ce)
 
 
-def weight_step(model, batch_train: Batch, w_optimizer: torch.optim.Optimizer, grad_clip: float) -> Stats:
+def weight_step(model, batch_train: Batch, w_optimizer: torch.optim.Optimizer, grad_clip: float,
+                precision: Precision = OFF) -> Stats:
     """One weight step: SGD on the network weights for the cross-entropy of a training batch, the gradient
     norm clipped to ``grad_clip`` (0: no clipping; DARTS clips at 5). No gradient w.r.t. alpha is computed."""
     x, y = batch_train
     weights = model.network_parameters()
-    logits = model(x)
-    loss = F.cross_entropy(logits, y)
-    _set_grads(weights, torch.autograd.grad(loss, weights, allow_unused=True))
+    with precision.autocast():
+        logits = model(x)
+    loss = F.cross_entropy(full_precision(logits), y)
+    _set_grads(weights, torch.autograd.grad(precision.scale(loss), weights, allow_unused=True))
+    precision.unscale(w_optimizer)
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(weights, grad_clip)
-    w_optimizer.step()
+    precision.step(w_optimizer)
     return batch_stats("train", logits, y, loss)
 
 
@@ -136,28 +146,33 @@ def weight_step_as_written(model, batch_train: Batch, w_optimizer: torch.optim.O
 
 
 def bilevel_step(model, batch_train: Batch, batch_val: Batch, w_optimizer, a_optimizer,
-                 zero_one: ZeroOne = ZeroOne(), grad_clip: float = 0.0) -> Stats:
+                 zero_one: ZeroOne = ZeroOne(), grad_clip: float = 0.0, precision: Precision = OFF) -> Stats:
     """First-order bi-level step (DARTS with xi = 0; Fair DARTS): alpha on the validation batch, then the
     weights on the training batch."""
-    stats = arch_step(model, batch_val, a_optimizer, zero_one)
-    stats.update(weight_step(model, batch_train, w_optimizer, grad_clip))
+    stats = arch_step(model, batch_val, a_optimizer, zero_one, precision)
+    stats.update(weight_step(model, batch_train, w_optimizer, grad_clip, precision))
+    precision.update()
     return stats
 
 
 def single_level_step(model, batch_train: Batch, batch_val: Batch, w_optimizer, a_optimizer,
-                      zero_one: ZeroOne = ZeroOne(), grad_clip: float = 0.0) -> Stats:
+                      zero_one: ZeroOne = ZeroOne(), grad_clip: float = 0.0, precision: Precision = OFF) -> Stats:
     """Single-level step: weights and alpha both descend the training loss of the same batch, from one
     forward and one backward (the zero-one term only reaches alpha: it does not depend on the weights).
     ``batch_val`` is not used (the argument keeps the signature of the other steps)."""
     x, y = batch_train
     weights, alphas = model.network_parameters(), model.arch_parameters()
-    logits = model(x)
+    with precision.autocast():
+        logits = model(x)
     loss, ce, _ = arch_loss(model, logits, y, zero_one)
-    _set_grads(weights + alphas, torch.autograd.grad(loss, weights + alphas, allow_unused=True))
+    _set_grads(weights + alphas, torch.autograd.grad(precision.scale(loss), weights + alphas, allow_unused=True))
+    precision.unscale(w_optimizer)
+    precision.unscale(a_optimizer)
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(weights, grad_clip)
-    w_optimizer.step()
-    a_optimizer.step()
+    precision.step(w_optimizer)
+    precision.step(a_optimizer)
+    precision.update()
     return batch_stats("train", logits, y, ce)
 
 
@@ -219,8 +234,11 @@ def second_order_arch_step(model, batch_train: Batch, batch_val: Batch, w_optimi
 
 
 def second_order_step(model, batch_train: Batch, batch_val: Batch, w_optimizer, a_optimizer,
-                      zero_one: ZeroOne = ZeroOne(), grad_clip: float = 0.0) -> Stats:
-    """DARTS second order: the unrolled architecture step, then the ordinary weight step."""
+                      zero_one: ZeroOne = ZeroOne(), grad_clip: float = 0.0, precision: Precision = OFF) -> Stats:
+    """DARTS second order: the unrolled architecture step, then the ordinary weight step. float32 only: its
+    finite difference of gradients (eps ~ 0.01 / ||g||) drowns in half-precision rounding."""
+    if precision.amp != "off":
+        raise ValueError(f"amp={precision.amp} is not available with mode=second_order; use amp=off")
     stats = second_order_arch_step(model, batch_train, batch_val, w_optimizer, a_optimizer, zero_one)
     stats.update(weight_step(model, batch_train, w_optimizer, grad_clip))
     return stats
@@ -232,15 +250,15 @@ STEPS: Dict[str, Callable[..., Stats]] = {
     "second_order": second_order_step,
 }
 """The step of each search mode (``SearchConfig.mode``); all take
-``(model, batch_train, batch_val, w_optimizer, a_optimizer, zero_one, grad_clip)``."""
+``(model, batch_train, batch_val, w_optimizer, a_optimizer, zero_one, grad_clip, precision)``."""
 
 
 def search_step(mode: str, model, batch_train: Batch, batch_val: Batch, w_optimizer, a_optimizer,
-                zero_one: ZeroOne = ZeroOne(), grad_clip: float = 0.0) -> Stats:
+                zero_one: ZeroOne = ZeroOne(), grad_clip: float = 0.0, precision: Precision = OFF) -> Stats:
     """The step of search mode ``mode`` (``bilevel``, ``single`` or ``second_order``)."""
     if mode not in STEPS:
         raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(STEPS)}")
-    return STEPS[mode](model, batch_train, batch_val, w_optimizer, a_optimizer, zero_one, grad_clip)
+    return STEPS[mode](model, batch_train, batch_val, w_optimizer, a_optimizer, zero_one, grad_clip, precision)
 
 
 # --- a run that diverges stops ------------------------------------------------------------------------

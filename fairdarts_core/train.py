@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .genotype import Genotype
+from .precision import Precision, full_precision
 from .presets import TrainConfig
 from .runs import (RunDir, check_resume_config, load_optimizer_state, load_state, open_run, rng_state,
                    seed_everything, set_rng_state)
@@ -41,10 +42,11 @@ class Dist:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    joined: bool = False                   # this process joined a process group (torchrun)
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.joined
 
     @property
     def main(self) -> bool:
@@ -52,13 +54,14 @@ class Dist:
 
 
 def init_distributed(device_name: str) -> Dist:
-    """Join the process group when started by torchrun (``WORLD_SIZE > 1`` in the environment)."""
+    """Join the process group when started by torchrun (``TORCHELASTIC_RUN_ID`` or ``WORLD_SIZE > 1`` in the
+    environment), also with one process (``--nproc_per_node 1``: the same DDP code path on one device)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
         return Dist()
     import torch.distributed as dist
 
-    d = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    d = Dist(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")), joined=True)
     use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
@@ -201,6 +204,9 @@ def _train(config: TrainConfig, genotype: Genotype, run: Optional[RunDir], ckpt:
     seed_everything(config.seed)
     train_loader, test_loader, info = build_loaders(config, device, dist_info)
     net = build_network(config, genotype, info.in_channels, info.num_classes).to(device)
+    layout = torch.channels_last if config.channels_last else torch.contiguous_format
+    net = net.to(memory_format=layout)
+    precision = Precision(config.amp, device)
     optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr_min)
@@ -210,6 +216,7 @@ def _train(config: TrainConfig, genotype: Genotype, run: Optional[RunDir], ckpt:
         load_state(net, ckpt["model"], "the evaluation network")
         load_optimizer_state(optimizer, ckpt["optimizer"], "optimizer")
         load_optimizer_state(scheduler, ckpt["scheduler"], "learning-rate schedule")
+        precision.load_state_dict(ckpt.get("precision"))
         history, start = list(ckpt["history"]), int(ckpt["epoch"])
         set_rng_state(ckpt["rng"])
         log(f"resumed after epoch {start}/{config.epochs}")
@@ -236,14 +243,18 @@ def _train(config: TrainConfig, genotype: Genotype, run: Optional[RunDir], ckpt:
         bar = tqdm(train_loader.epoch(epoch), total=len(train_loader), desc=f"epoch {epoch + 1}/{config.epochs}",
                    leave=False, disable=not progress, file=sys.stderr)
         for x, y in bar:
-            logits, logits_aux = model(x)
-            loss = F.cross_entropy(logits, y)
-            total = loss + config.auxiliary_weight * F.cross_entropy(logits_aux, y) if logits_aux is not None else loss
+            with precision.autocast():
+                logits, logits_aux = model(x.contiguous(memory_format=layout))
+            loss = F.cross_entropy(full_precision(logits), y)
+            total = (loss + config.auxiliary_weight * F.cross_entropy(full_precision(logits_aux), y)
+                     if logits_aux is not None else loss)
             optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            precision.scale(total).backward()
+            precision.unscale(optimizer)
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
-            optimizer.step()
+            precision.step(optimizer)
+            precision.update()
             finite.append(torch.isfinite(total.detach()))
             sums["loss"] += loss.detach() * len(y)
             sums["correct"] += (logits.detach().argmax(1) == y).sum()
@@ -262,7 +273,8 @@ def _train(config: TrainConfig, genotype: Genotype, run: Optional[RunDir], ckpt:
             run.write_json("history.json", history)
             run.save_checkpoint({"epoch": epoch + 1, "config": config.to_dict(), "genotype": genotype.to_dict(),
                                  "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                                 "scheduler": scheduler.state_dict(), "history": history, "rng": rng_state()})
+                                 "scheduler": scheduler.state_dict(), "history": history, "rng": rng_state(),
+                                 "precision": precision.state_dict()})
         log(format_record(record, config.epochs))
         if callback is not None and callback(record, net) is False:
             log(f"stopped by the callback after epoch {epoch + 1}")
