@@ -29,17 +29,23 @@ def images(n, classes=3, size=12, channels=3, seed=0):
 
 
 @pytest.fixture
-def registered():
+def forget():
+    """``forget(name)``: remove data set ``name`` from the module's tables when the test ends (only names a test
+    registered: a refused name, e.g. a built-in one, stays)."""
     names = []
+    yield names.append
+    for name in names:
+        data.DATASETS.pop(name, None), data.SPLIT_SIZES.pop(name, None), data._REGISTERED.pop(name, None)
 
+
+@pytest.fixture
+def registered(forget):
     def register(name, *args):
         info = register_dataset(name, *args)
-        names.append(name)  # only what this test registered (a refused name, e.g. a built-in one, stays)
+        forget(name)
         return info
 
-    yield register
-    for name in names:  # leave the module's tables as they were
-        data.DATASETS.pop(name, None), data.SPLIT_SIZES.pop(name, None), data._REGISTERED.pop(name, None)
+    return register
 
 
 def test_a_registered_dataset_is_read_once_with_its_statistics(registered):
@@ -110,21 +116,18 @@ def _write_folder(root, classes=("ants", "bees"), per_class=(6, 2), size=12):
     return root
 
 
-def test_an_image_folder_is_searched_from_the_command_line(tmp_path, capsys):
+def test_an_image_folder_is_searched_from_the_command_line(tmp_path, capsys, forget):
     root = _write_folder(tmp_path / "my images")
-    try:
-        out = tmp_path / "run"
-        rc = cli.main(["search", "--preset", "smoke", "--set", f"dataset=folder:{root}", "--set", "subset=12",
-                       "--set", "image_size=12", "--set", "batch_size=4", "--out", str(out), "--json"])
-        assert rc == 0, capsys.readouterr()
-        saved = json.loads((out / "config.json").read_text())
-        assert saved["dataset"] == f"folder:{root}"
-        info = dataset_info(f"folder:{root}")
-        assert (info.num_classes, info.in_channels, info.image_size) == (2, 3, 12)
-        assert data.SPLIT_SIZES[f"folder:{root}"] == (12, 4)
-    finally:
-        name = f"folder:{root}"
-        data.DATASETS.pop(name, None), data.SPLIT_SIZES.pop(name, None), data._REGISTERED.pop(name, None)
+    forget(f"folder:{root}")
+    out = tmp_path / "run"
+    rc = cli.main(["search", "--preset", "smoke", "--set", f"dataset=folder:{root}", "--set", "subset=12",
+                   "--set", "image_size=12", "--set", "batch_size=4", "--out", str(out), "--json"])
+    assert rc == 0, capsys.readouterr()
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["dataset"] == f"folder:{root}"
+    info = dataset_info(f"folder:{root}")
+    assert (info.num_classes, info.in_channels, info.image_size) == (2, 3, 12)
+    assert data.SPLIT_SIZES[f"folder:{root}"] == (12, 4)
 
 
 def test_a_bad_image_folder_is_refused_when_the_config_is_built(tmp_path, capsys):
@@ -140,32 +143,28 @@ def test_a_bad_image_folder_is_refused_when_the_config_is_built(tmp_path, capsys
     assert not (tmp_path / "r").exists()
 
 
-def test_a_network_trained_on_an_image_folder_is_evaluated_on_it(tmp_path, capsys):
+def test_a_network_trained_on_an_image_folder_is_evaluated_on_it(tmp_path, capsys, forget):
     root = _write_folder(tmp_path / "imgs")
     name = f"folder:{root}"
-    try:
-        out = tmp_path / "net"
-        assert cli.main(["train", "--arch", "FairDARTS_a", "--preset", "smoke", "--set", f"dataset={name}",
-                         "--set", "subset=12", "--set", "test_subset=4", "--set", "batch_size=4", "--set", "image_size=32",
-                         "--out", str(out), "--json"]) == 0, capsys.readouterr()
-        capsys.readouterr()
-        assert cli.main(["evaluate", "--checkpoint", str(out / "checkpoint.pt"), "--json"]) == 0
-        result = json.loads(capsys.readouterr().out)
-        assert result["dataset"] == name and 0 <= result["acc"] <= 1, result
-        assert cli.main(["evaluate", "--checkpoint", str(out / "checkpoint.pt"), "--dataset", "nowhere"]) != 0
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "unknown dataset 'nowhere'" in err[0]
-    finally:
-        data.DATASETS.pop(name, None), data.SPLIT_SIZES.pop(name, None), data._REGISTERED.pop(name, None)
+    forget(name)
+    out = tmp_path / "net"
+    assert cli.main(["train", "--arch", "FairDARTS_a", "--preset", "smoke", "--set", f"dataset={name}",
+                     "--set", "subset=12", "--set", "test_subset=4", "--set", "batch_size=4", "--set", "image_size=32",
+                     "--out", str(out), "--json"]) == 0, capsys.readouterr()
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--checkpoint", str(out / "checkpoint.pt"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["dataset"] == name and 0 <= result["acc"] <= 1, result
+    assert cli.main(["evaluate", "--checkpoint", str(out / "checkpoint.pt"), "--dataset", "nowhere"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown dataset 'nowhere'" in err[0]
 
 
-def test_an_image_folder_under_the_home_directory_keeps_the_name_it_was_given(tmp_path, monkeypatch):
+def test_an_image_folder_under_the_home_directory_keeps_the_name_it_was_given(tmp_path, monkeypatch, forget):
     monkeypatch.setenv("HOME", str(tmp_path))
     _write_folder(tmp_path / "imgs")
     name = "folder:~/imgs"
-    try:
-        info = dataset_info(name)
-        assert info.name == name and info.num_classes == 2
-        assert get_search_preset("smoke", dataset=name, subset=12, batch_size=4).dataset == name
-    finally:
-        data.DATASETS.pop(name, None), data.SPLIT_SIZES.pop(name, None), data._REGISTERED.pop(name, None)
+    forget(name)
+    info = dataset_info(name)
+    assert info.name == name and info.num_classes == 2
+    assert get_search_preset("smoke", dataset=name, subset=12, batch_size=4).dataset == name
