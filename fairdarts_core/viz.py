@@ -561,3 +561,68 @@ def plot_retrained(stats: Sequence, ax=None, title: Optional[str] = None, refere
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig, ax
+
+
+# --- chapter 4: what discretizing costs, and the cells retrained ----------------------------------------------
+
+def _short_setting(setting: str) -> str:
+    return setting.replace("sigmoid, ", "")
+
+
+def plot_ablation_gaps(summaries, axes=None):
+    """Per search space (``{space: rows of widgets.ablation_summary}``), one panel: the held-out accuracy lost
+    by rounding the relaxed weights and by deriving the cell, per zero-one setting (bars: the mean; dots:
+    each seed). Returns ``(figure, axes)``."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        fig, axes = plt.subplots(1, len(summaries), figsize=(5.2 * len(summaries), 3.2), squeeze=False, sharey=True)
+        axes = axes[0]
+    for ax, (space, rows) in zip(axes, summaries.items()):
+        x = np.arange(len(rows))
+        for dx, key, color, label in ((-0.18, "rounding_gaps", "#55a868", "rounding"), (0.18, "cell_gaps", "#c44e52", "the cell")):
+            ax.bar(x + dx, [np.mean(r[key]) for r in rows], width=0.34, color=color, alpha=0.45, label=label)
+            for i, r in enumerate(rows):
+                ax.scatter([i + dx] * len(r[key]), r[key], color=color, s=12, zorder=3)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(x, [_short_setting(r["setting"]) for r in rows], rotation=30, ha="right")
+        ax.set_title(f"{space}: accuracy lost by discretizing", fontsize=10)
+        ax.legend(fontsize=8, frameon=False)
+    axes[0].set_ylabel("relaxed minus discretized accuracy")
+    axes[0].figure.tight_layout()
+    return axes[0].figure, axes
+
+
+def plot_ablation_retrained(summaries, extra=None, axes=None):
+    """Per search space, the test accuracy of the derived cells retrained, one column per zero-one setting
+    (dots: each retrained cell; a line: their mean; "no cell" where the normal cell kept no edge, "not
+    retrained" where no retraining is recorded). ``extra``: ``{space: [(label, accuracies per search), ...]}``,
+    further columns (e.g. a longer search). Returns ``(figure, axes, lines)``, ``lines`` one text line per
+    column."""
+    import matplotlib.pyplot as plt
+
+    extra = extra or {}
+    if axes is None:
+        fig, axes = plt.subplots(1, len(summaries), figsize=(5.2 * len(summaries), 3.0), squeeze=False)
+        axes = axes[0]
+    lines = []
+    for ax, (space, rows) in zip(axes, summaries.items()):
+        groups = [(_short_setting(r["setting"]), r["retrained"], all(r["empty"])) for r in rows]
+        groups += [(label, per_search, False) for label, per_search in extra.get(space, [])]
+        for i, (label, per_search, empty) in enumerate(groups):
+            points = [a for accs in per_search for a in accs]
+            if points:
+                ax.scatter([i] * len(points), points, color="#4c72b0", s=16, zorder=3)
+                ax.plot([i - 0.25, i + 0.25], [np.mean(points)] * 2, color="grey", lw=1.5)
+            else:
+                ax.text(i, 0.5, "no cell" if empty else "not retrained", transform=ax.get_xaxis_transform(),
+                        ha="center", rotation=90, fontsize=8, color="grey")
+            lines.append(f"{space:<14} {label:<18} " + (
+                f"{' / '.join(f'{a:.3f}' for a in points)} ({len(points)} cells)" if points
+                else "no cell to retrain" if empty else "not retrained"))
+        ax.set_xticks(range(len(groups)), [g[0] for g in groups], rotation=30, ha="right")
+        ax.set_xlim(-0.6, len(groups) - 0.4)
+        ax.set_title(f"{space}: the derived cells, retrained", fontsize=10)
+    axes[0].set_ylabel("test accuracy")
+    axes[0].figure.tight_layout()
+    return axes[0].figure, axes, lines

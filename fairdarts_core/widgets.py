@@ -1236,6 +1236,53 @@ def threshold_explorer(run: Any, threshold: float = 0.85, title: str = "Which ed
     return box
 
 
+# --- chapter 4: the ablation at a glance ----------------------------------------------------------------------
+
+def ablation_summary(runs: Sequence[Any], retrains: Sequence[Any] = (), threshold: float = 0.85) -> List[Dict[str, Any]]:
+    """One row per zero-one setting of recorded ablation searches (:func:`recorded_ablations`): the seeds,
+    the share of weights left undecided (between 0.15 and 0.85), their distance from 0/1, the ops the cell
+    keeps, the held-out accuracies (relaxed, rounded, the cell) per seed with the two gaps, and the test
+    accuracies of the cells retrained from each search (``retrains``: :class:`~fairdarts_core.runs.TrainRun`
+    values, matched by :func:`~fairdarts_core.runs.retrained_from`); ``empty`` marks a search whose normal
+    cell keeps no edge (nothing to retrain)."""
+    from .runs import retrained_from
+
+    rows = []
+    for setting in recorded_ablations(runs):
+        s = gap_explorer_state(runs, setting, threshold)
+        searches = sorted((r for r in runs if ablation_of(r.config) == setting), key=lambda r: r.config.seed)
+        rows.append({
+            "setting": setting, "seeds": len(s["seeds"]),
+            "middle": float(np.mean([np.mean((w > 0.15) & (w < 0.85)) for w in s["weights"]])),
+            "distance": float(np.mean(s["distance"])), "kept": float(np.mean(s["kept"])),
+            "relaxed": s["relaxed_acc"], "rounded": s["rounded_acc"], "cell": s["discrete_acc"],
+            "rounding_gaps": [r - o for r, o in zip(s["relaxed_acc"], s["rounded_acc"])],
+            "cell_gaps": [r - d for r, d in zip(s["relaxed_acc"], s["discrete_acc"])],
+            "retrained": [[t.test_acc for t in retrained_from(r, retrains)] for r in searches],
+            "empty": [hasattr(r.genotype, "normal") and not r.genotype.normal for r in searches]})
+    return rows
+
+
+def ablation_table(rows: Sequence[Dict[str, Any]]) -> str:
+    """:func:`ablation_summary`'s rows as one HTML table (per-seed values separated by ``/``)."""
+    head = ["zero-one setting", "seeds", "weights in (0.15, 0.85)", "distance from 0/1", "ops the cell keeps",
+            "held-out accuracy: relaxed", "rounded", "the cell", "the cell retrained (test accuracy)"]
+
+    def per_seed(xs) -> str:
+        return " / ".join("-" if x is None else f"{x:.3f}" for x in xs)
+
+    def retrained(r) -> str:
+        return " / ".join("no cell" if empty else f"{np.mean(t):.3f}" if t else "-"
+                          for t, empty in zip(r["retrained"], r["empty"]))
+
+    cell = "<td style='padding:2px 8px'>{}</td>"
+    body = "".join("<tr>" + "".join(cell.format(v) for v in (
+        r["setting"], r["seeds"], f"{r['middle']:.0%}", f"{r['distance']:.3f}", f"{r['kept']:.1f}",
+        per_seed(r["relaxed"]), per_seed(r["rounded"]), per_seed(r["cell"]), retrained(r))) + "</tr>" for r in rows)
+    return ("<table><tr>" + "".join(f"<th style='padding:2px 8px'>{h}</th>" for h in head) + "</tr>" + body
+            + "</table>")
+
+
 # --- chapter 6: the published cells ---------------------------------------------------------------------------
 
 def zoo_browser_state(rows: Sequence[Dict[str, Any]], name: str) -> Dict[str, Any]:
@@ -1310,4 +1357,4 @@ __all__: List[str] = ["edge_explorer_state", "edge_explorer_text", "edge_explore
                       "gap_explorer_static", "threshold_explorer_state", "threshold_explorer_text",
                       "threshold_explorer_static", "threshold_explorer", "LivePlot", "edge_history_state",
                       "edge_history_text", "edge_history_figure", "edge_history_explorer", "edge_history_static",
-                      "zoo_browser_state", "zoo_browser", "zoo_gallery_static"]
+                      "zoo_browser_state", "zoo_browser", "zoo_gallery_static", "ablation_summary", "ablation_table"]

@@ -124,3 +124,31 @@ def test_the_figures_and_the_widget():
     assert not box.threshold.disabled and box.state()["kept"] == [1, 2]
     box.threshold.value = 0.9
     assert box.state()["kept"] == [1, 1]
+
+
+# --- chapter 4's summary of the recorded ablation ----------------------------------------------------------------
+
+def test_the_ablation_summary_of_the_recorded_nb201_searches_and_their_retrainings():
+    from pathlib import Path
+
+    from fairdarts_core.runs import finished_runs, load_search_run, load_train_run
+    from fairdarts_core.viz import plot_ablation_gaps, plot_ablation_retrained
+    from fairdarts_core.widgets import ablation_summary, ablation_table
+
+    runs_dir = Path(__file__).resolve().parent.parent / "data" / "runs"
+    searches = [load_search_run(p) for p in finished_runs(runs_dir / "nb201_ablation")]
+    retrains = [load_train_run(p) for p in finished_runs(runs_dir / "nb201_ablation_retrain")]
+    rows = ablation_summary(searches, retrains)
+    assert [r["setting"] for r in rows] == recorded_ablations(searches) and len(rows) == 6
+    for r in rows:
+        assert r["seeds"] == 2 and len(r["retrained"]) == 2 and all(len(t) == 1 for t in r["retrained"])
+        assert r["rounding_gaps"] == [a - b for a, b in zip(r["relaxed"], r["rounded"])]
+        assert not any(r["empty"])  # a NAS-Bench-201 cell always has its six edges
+    by_setting = {r["setting"]: r for r in rows}
+    assert all(acc == pytest.approx(0.1) for t in by_setting["sigmoid, w=0"]["retrained"] for acc in t)  # all `none`
+    html = ablation_table(rows)
+    assert html.count("<tr>") == 7 and "sigmoid, w=0" in html
+    fig, axes = plot_ablation_gaps({"NAS-Bench-201": rows})
+    assert len(axes) == 1 and len(axes[0].get_xticklabels()) == 6
+    fig, axes, lines = plot_ablation_retrained({"NAS-Bench-201": rows}, {"NAS-Bench-201": [("extra", [[0.5]])]})
+    assert len(lines) == 7 and lines[-1].split()[1] == "extra" and "0.500 (1 cells)" in lines[-1]
