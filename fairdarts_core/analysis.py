@@ -196,11 +196,18 @@ def seed_stats(label: str, accs: Sequence[float]) -> SeedStats:
 
 
 def t_critical(dof: float) -> float:
-    """Student's t at 95% two-sided for ``dof`` degrees of freedom, from :data:`T_975` at or below ``dof``
-    (conservative; Welch's degrees of freedom are fractional)."""
+    """Student's t at 95% two-sided for ``dof`` degrees of freedom (Welch's are fractional): :data:`T_975`,
+    interpolated linearly in ``1 / dof`` between its entries (the usual rule for t tables); 1.960 beyond 120."""
     if dof < 1:
         return float("inf")
-    return T_975[max(d for d in T_975 if d <= dof)] if dof < 120 else 1.960
+    if dof >= 120:
+        return 1.960
+    low = max(d for d in T_975 if d <= dof)
+    high = min(d for d in T_975 if d >= dof)
+    if low == high:
+        return T_975[low]
+    share = (1 / low - 1 / dof) / (1 / low - 1 / high)
+    return T_975[low] + share * (T_975[high] - T_975[low])
 
 
 def compare_seeds(a: SeedStats, b: SeedStats) -> Dict[str, float]:

@@ -97,7 +97,8 @@ def test_seed_statistics_and_the_welch_comparison():
     assert far["differs"] and far["difference"] == pytest.approx(0.10)
     near = compare_seeds(a, seed_stats("c", [0.80, 0.82, 0.79]))
     assert not near["differs"]
-    assert t_critical(4.9) == 2.776 and t_critical(500) == 1.960 and t_critical(0.5) == float("inf")
+    assert t_critical(4) == 2.776 and t_critical(500) == 1.960 and t_critical(0.5) == float("inf")
+    assert 2.571 < t_critical(4.5) < 2.776 and t_critical(1.8) == pytest.approx(12.71 + (1 - 1 / 1.8) / 0.5 * (4.303 - 12.71))
     with pytest.raises(ValueError, match="needs two seeds of each; got 3 and 1"):
         compare_seeds(a, seed_stats("one", [0.5]))
     with pytest.raises(ValueError, match="need at least one finite accuracy"):
