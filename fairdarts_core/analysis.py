@@ -168,11 +168,12 @@ T_975 = {1: 12.71, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8
 
 @dataclass(frozen=True)
 class SeedStats:
-    """One cell retrained with several training seeds: the final test accuracies, their mean and their sample
-    standard deviation (``ddof=1``; 0 for one seed)."""
+    """One cell retrained with several training seeds: the final test accuracies (``seeds``: the training seed
+    of each, where known), their mean and their sample standard deviation (``ddof=1``; 0 for one seed)."""
 
     label: str
     accs: Tuple[float, ...]
+    seeds: Tuple[int, ...] = ()
 
     @property
     def n(self) -> int:
@@ -187,12 +188,15 @@ class SeedStats:
         return float(np.std(self.accs, ddof=1)) if self.n > 1 else 0.0
 
 
-def seed_stats(label: str, accs: Sequence[float]) -> SeedStats:
-    """A :class:`SeedStats`, refusing an empty or non-finite list in one line."""
+def seed_stats(label: str, accs: Sequence[float], seeds: Optional[Sequence[int]] = None) -> SeedStats:
+    """A :class:`SeedStats`, refusing an empty or non-finite list (or seeds that do not match it) in one line."""
     values = tuple(float(a) for a in accs)
     if not values or not all(np.isfinite(values)):
         raise ValueError(f"{label}: need at least one finite accuracy; got {list(accs)!r}")
-    return SeedStats(label, values)
+    seeds = tuple(int(x) for x in seeds) if seeds is not None else ()
+    if seeds and len(seeds) != len(values):
+        raise ValueError(f"{label}: {len(values)} accuracies but {len(seeds)} seeds")
+    return SeedStats(label, values, seeds)
 
 
 def t_critical(dof: float) -> float:
@@ -210,13 +214,26 @@ def t_critical(dof: float) -> float:
     return T_975[low] + share * (T_975[high] - T_975[low])
 
 
-def compare_seeds(a: SeedStats, b: SeedStats) -> Dict[str, float]:
+def compare_seeds(a: SeedStats, b: SeedStats, paired: bool = False) -> Dict[str, float]:
     """Does the mean accuracy of ``a`` differ from that of ``b`` by more than their training seeds explain?
-    Welch's t-test at 95% (unequal spreads; Welch-Satterthwaite degrees of freedom): ``difference`` (a - b),
-    ``margin`` (the half-width of the 95% interval of the difference) and ``differs`` (|difference| > margin).
-    Needs two seeds of each; with three, only differences of about three pooled standard deviations count."""
+    ``difference`` (a - b), ``margin`` (the half-width of the 95% interval of the difference), ``dof`` and
+    ``differs`` (|difference| > margin). Needs two seeds of each.
+
+    Unpaired (default): Welch's t-test (unequal spreads; Welch-Satterthwaite degrees of freedom); with three
+    seeds each, only differences of about three standard deviations count. ``paired``: the seeds are the
+    same for both cells and each seed fixes something both runs share (here: the training images and the
+    test images it draws), so the per-seed differences are tested (a paired t-test, ``n - 1`` degrees of
+    freedom); what the seed moves for both cells alike cancels."""
     if a.n < 2 or b.n < 2:
         raise ValueError(f"comparing {a.label} with {b.label} needs two seeds of each; got {a.n} and {b.n}")
+    if paired:
+        if a.n != b.n or (a.seeds and b.seeds and a.seeds != b.seeds):
+            raise ValueError(f"a paired comparison needs the same seeds for {a.label} and {b.label}; got "
+                             f"{a.seeds or a.n} and {b.seeds or b.n}")
+        d = np.subtract(a.accs, b.accs)
+        margin = t_critical(a.n - 1) * float(np.std(d, ddof=1)) / np.sqrt(a.n)
+        return {"difference": float(d.mean()), "margin": margin, "dof": float(a.n - 1),
+                "differs": bool(abs(d.mean()) > margin)}
     va, vb = a.std ** 2 / a.n, b.std ** 2 / b.n
     se = float(np.sqrt(va + vb))
     dof = (va + vb) ** 2 / (va ** 2 / (a.n - 1) + vb ** 2 / (b.n - 1)) if se > 0 else float(a.n + b.n - 2)

@@ -99,6 +99,17 @@ def test_seed_statistics_and_the_welch_comparison():
     assert not near["differs"]
     assert t_critical(4) == 2.776 and t_critical(500) == 1.960 and t_critical(0.5) == float("inf")
     assert 2.571 < t_critical(4.5) < 2.776 and t_critical(1.8) == pytest.approx(12.71 + (1 - 1 / 1.8) / 0.5 * (4.303 - 12.71))
+    # Two cells that every seed moves alike, one about 0.01 above the other: unpaired, the seeds' spread hides
+    # the difference; paired, it shows.
+    low = seed_stats("low", [0.70, 0.76, 0.73], seeds=[0, 1, 2])
+    high = seed_stats("high", [0.711, 0.769, 0.741], seeds=[0, 1, 2])
+    assert not compare_seeds(high, low)["differs"]
+    paired = compare_seeds(high, low, paired=True)
+    assert paired["differs"] and paired["dof"] == 2 and paired["difference"] == pytest.approx(0.0103, abs=1e-4)
+    with pytest.raises(ValueError, match="needs the same seeds"):
+        compare_seeds(high, seed_stats("other", [0.7, 0.7, 0.7], seeds=[3, 4, 5]), paired=True)
+    with pytest.raises(ValueError, match="3 accuracies but 2 seeds"):
+        seed_stats("bad", [0.1, 0.2, 0.3], seeds=[0, 1])
     with pytest.raises(ValueError, match="needs two seeds of each; got 3 and 1"):
         compare_seeds(a, seed_stats("one", [0.5]))
     with pytest.raises(ValueError, match="need at least one finite accuracy"):
