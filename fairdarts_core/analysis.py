@@ -231,7 +231,7 @@ def compare_seeds(a: SeedStats, b: SeedStats, paired: bool = False) -> Dict[str,
             raise ValueError(f"a paired comparison needs the same seeds for {a.label} and {b.label}; got "
                              f"{a.seeds or a.n} and {b.seeds or b.n}")
         d = np.subtract(a.accs, b.accs)
-        margin = t_critical(a.n - 1) * float(np.std(d, ddof=1)) / np.sqrt(a.n)
+        margin = float(t_critical(a.n - 1) * np.std(d, ddof=1) / np.sqrt(a.n))
         return {"difference": float(d.mean()), "margin": margin, "dof": float(a.n - 1),
                 "differs": bool(abs(d.mean()) > margin)}
     va, vb = a.std ** 2 / a.n, b.std ** 2 / b.n
