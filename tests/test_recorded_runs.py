@@ -630,3 +630,41 @@ def test_a_spread_from_few_seeds_widens_the_tolerance_as_students_t():
     assert reproduce.few_seeds_factor(11) == reproduce.few_seeds_factor(10)  # the entry at or below
     factors = [reproduce.few_seeds_factor(d) for d in range(1, 130)]
     assert all(a >= b for a, b in zip(factors, factors[1:])) and reproduce.few_seeds_factor(0) == float("inf")
+
+
+# --- chapter 6: cells retrained with three training seeds -------------------------------------------------------
+FINAL_RETRAINS = runs.finished_runs(RUNS / "final_retrain")
+FINAL_SOURCES = {"fairdarts_cpu_cell": "data/runs/cpu_cell/fairdarts_s0/genotype.json",
+                 "darts_cpu_cell": "data/runs/cpu_cell/darts_s0/genotype.json"}
+"""Chapter 6's searched cells and the genotype file each was retrained from; the others are --arch cells."""
+
+
+@pytest.mark.parametrize("run_dir", FINAL_RETRAINS, ids=_id)
+def test_recorded_final_retrain_trains_the_cell_its_name_says(run_dir):
+    """`final_retrain/<cell>_t<seed>`: the `cpu` train preset with training seed <seed>, on the cell of a
+    chapter 5 search (its genotype file), a published cell (`--arch NAME`) or a random one (`--arch random:K`)."""
+    from fairdarts_core import zoo
+    from fairdarts_core.genotype import random_genotype
+
+    run = runs.load_train_run(run_dir)
+    assert run.finished, "the run did not finish"
+    cell, seed = run_dir.name.rsplit("_t", 1)
+    assert run.config.to_dict() == get_train_preset("cpu", seed=int(seed)).to_dict()
+    command = run.provenance["sessions"][0]["command"]
+    if cell in FINAL_SOURCES:
+        assert str(runs.genotype_source(run)) == FINAL_SOURCES[cell], command
+        assert run.genotype == runs.load_search_run(ROOT / Path(FINAL_SOURCES[cell]).parent).genotype
+    elif cell.startswith("random_"):
+        assert f"--arch random:{cell.split('_')[1]} " in command
+        assert run.genotype == random_genotype(int(cell.split("_")[1]))
+    else:
+        assert f"--arch {cell} " in command and run.genotype == zoo.get(cell)
+    assert run.provenance["sessions"][0]["machine"]["torch_threads"] == 1 and 0.1 < run.test_acc <= 1.0
+
+
+def test_chapter_six_retrains_five_cells_and_two_nb201_cells_with_three_seeds():
+    names = sorted(p.name for p in FINAL_RETRAINS)
+    cells = ("fairdarts_cpu_cell", "darts_cpu_cell", "FairDARTS_a", "DARTS_V2", "random_0")
+    assert names == sorted(f"{c}_t{s}" for c in cells for s in range(3))
+    nb201 = {p.name for p in NB201_RETRAINS}
+    assert {f"{c}_t{s}" for c in ("darts_s0", "fairdarts_s0") for s in range(3)} <= nb201
