@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import datetime
 import json
 import math
 import platform
@@ -40,9 +42,11 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+from tqdm.auto import tqdm
 
 from . import steps
 from .fast import RECOMPUTE, FastOptions
@@ -263,6 +267,67 @@ def search_step_report(spec: BenchSpec, repeat: int = 3, warmup: int = 1, memory
     return report
 
 
+SWEEP_SHAPES: Tuple[Tuple[int, int, int, int, int], ...] = (
+    (64, 16, 8, 32, 3),  # the paper's search shape (CIFAR-10)
+    (64, 16, 5, 32, 3),  # fewer cells
+    (32, 16, 8, 32, 3),  # half the batch
+    (64, 8, 8, 32, 3),   # half the channels
+    (64, 16, 8, 16, 3),  # a quarter of the pixels
+    (32, 8, 5, 16, 1),   # the cpu search preset (Fashion-MNIST, 16x16)
+)
+"""The shapes ``fairdarts bench sweep`` measures: ``(batch, channels, cells, resolution, in_channels)``, the
+paper's shape first, then one dimension changed at a time, and the shape the book's CPU searches use."""
+
+
+def sweep_report(base: BenchSpec, shapes: Sequence[Tuple[int, int, int, int, int]] = SWEEP_SHAPES,
+                 repeat: int = 3, warmup: int = 1, memory: bool = True) -> dict:
+    """:func:`search_step_report` for every shape of ``shapes`` (the other settings from ``base``), in one
+    process, one shape after another: the speedup and memory ratio by shape (``viz.plot_speedup_by_shape``)."""
+    rows = []
+    for batch, channels, layers, resolution, in_channels in tqdm(shapes, desc="shapes", unit="shape"):
+        spec = dataclasses.replace(base, batch=batch, channels=channels, layers=layers, resolution=resolution,
+                                   in_channels=in_channels)
+        rows.append(search_step_report(spec, repeat, warmup, memory))
+    return {"date": datetime.date.today().isoformat(), "machine": _machine(base), "threads": rows[0]["threads"],
+            "repeat": repeat, "warmup": warmup, "rows": rows}
+
+
+RECORDED = Path(__file__).resolve().parents[1] / "data" / "bench"
+"""The recorded benchmark reports of the repository (``data/bench/``), one JSON file per device and command."""
+
+
+def load_sweep(path: Union[str, Path, None] = None) -> dict:
+    """A recorded ``fairdarts bench sweep --json`` report (default: ``data/bench/cpu_sweep.json``), checked to
+    have a row per shape with the numbers the plot and the table read."""
+    path = RECORDED / "cpu_sweep.json" if path is None else Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no benchmark report at {path}; write one with "
+                                f"`fairdarts bench sweep --json > {path}`")
+    try:
+        report = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not a JSON report of `fairdarts bench sweep` ({e})") from None
+    rows = report.get("rows") if isinstance(report, dict) else None
+    needed = ("shape", "reference_ms", "fast_ms", "speedup")
+    if not rows or not all(isinstance(r, dict) and all(k in r for k in needed) for r in rows):
+        raise ValueError(f"{path} is not a report of `fairdarts bench sweep`: it needs rows with "
+                         f"{', '.join(needed)}")
+    return report
+
+
+def format_sweep_report(r: dict) -> str:
+    lines = [f"search step by shape ({r['machine']}, {r['threads']} threads, {r['date']}; median of {r['repeat']} "
+             f"after {r['warmup']} warm-up)",
+             "  batch  C  cells  image      reference ms   fast ms  speedup  memory ratio"]
+    for row in r["rows"]:
+        s = row["shape"]
+        image = f"{s['resolution']}x{s['resolution']}x{s['in_channels']}"
+        mem = f"{row['memory_ratio']:.2f}" if "memory_ratio" in row else "-"
+        lines.append(f"  {s['batch']:5d} {s['channels']:2d} {s['layers']:6d}  {image:9s} {row['reference_ms']:12.1f} "
+                     f"{row['fast_ms']:9.1f} {row['speedup']:7.2f}x  {mem:>12s}")
+    return "\n".join(lines)
+
+
 def search_epoch_report(spec: BenchSpec, train_size: int = 25000, max_steps: Optional[int] = None,
                         formulation: str = "fast") -> dict:
     """Wall time of one search epoch of one side (``formulation``) on synthetic data of CIFAR-10's search
@@ -340,9 +405,10 @@ def format_epoch_report(r: dict) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``fairdarts bench`` (its own; the command line adds the shared ``--json``, ``--threads``
     and ``--device``)."""
-    p.add_argument("what", choices=["search-step", "search-epoch"],
+    p.add_argument("what", choices=["search-step", "search-epoch", "sweep"],
                    help="search-step: reference vs fast, one step; search-epoch: one whole CIFAR-sized search "
-                        "epoch (25k + 25k synthetic images) of one formulation")
+                        "epoch (25k + 25k synthetic images) of one formulation; sweep: search-step at the "
+                        "paper's shape and five others (the shape arguments are not used)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--channels", type=int, default=16)
     p.add_argument("--layers", type=int, default=8)
@@ -368,7 +434,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``fairdarts bench search-step`` / ``search-epoch``."""
+    """``fairdarts bench search-step`` / ``search-epoch`` / ``sweep``."""
     if args.repeat < 1:
         raise ValueError(f"--repeat {args.repeat} is not valid: at least 1")
     if args.warmup < 0:
@@ -385,6 +451,10 @@ def run(args: argparse.Namespace) -> int:
     if args.what == "search-epoch":
         report = search_epoch_report(spec, max_steps=args.steps, formulation=args.formulation)
         print(json.dumps(report) if as_json else format_epoch_report(report))
+        return 0
+    if args.what == "sweep":
+        report = sweep_report(spec, SWEEP_SHAPES, repeat=args.repeat, warmup=args.warmup, memory=args.memory)
+        print(json.dumps(report) if as_json else format_sweep_report(report))
         return 0
     report = search_step_report(spec, args.repeat, args.warmup, args.memory)
     print(json.dumps(report) if as_json else format_report(report))

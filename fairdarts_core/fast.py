@@ -5,7 +5,7 @@ parameters and BN buffers of the very modules the reference path uses (``cell.ed
 ``Supernet.set_formulation`` switches formulation on one model, and both paths compute the same function (same
 outputs, same gradients, same BN running statistics) up to floating-point rounding.
 
-Where the time goes (measured with ``torch.profiler`` on a 2-core CPU, see ``book/benchmarks.md``): the
+Where the time goes (measured with ``torch.profiler`` on a 2-core CPU, see ``book/benchmarks.ipynb``): the
 reference step is dominated by the backward pass of the depthwise convolutions, above all the dilated
 ones, for which oneDNN has no fast kernel, and by pools/BN in the NCHW layout. What this path changes:
 

@@ -626,3 +626,47 @@ def plot_ablation_retrained(summaries, extra=None, axes=None):
     axes[0].set_ylabel("test accuracy")
     axes[0].figure.tight_layout()
     return axes[0].figure, axes, lines
+
+
+# --- the benchmarks page: the search step by shape -------------------------------------------------------------
+
+def shape_label(shape: dict) -> str:
+    """``"64 x 16 x 8, 32x32x3"``: batch x channels x cells, then the image, of a benchmark row's shape."""
+    return (f"{shape['batch']} x {shape['channels']} x {shape['layers']}, "
+            f"{shape['resolution']}x{shape['resolution']}x{shape['in_channels']}")
+
+
+def plot_speedup_by_shape(sweep: dict, axes=None):
+    """A ``fairdarts bench sweep`` report (:func:`fairdarts_core.bench.sweep_report`): per shape, how many
+    times faster the fast step is than the reference step (left) and the fast side's peak memory as a
+    fraction of the reference side's (right; when measured). Rows top to bottom in the sweep's order.
+    Returns ``(figure, axes)``."""
+    import matplotlib.pyplot as plt
+
+    rows = list(sweep.get("rows", []))
+    if not rows:
+        raise ValueError("the sweep has no rows to draw")
+    labels = [shape_label(r["shape"]) for r in rows]
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(10.5, 0.42 * len(rows) + 1.6), sharey=True)
+    y = np.arange(len(rows))
+    panels = ((axes[0], [r["speedup"] for r in rows], "fast step: times faster than the reference", "{:.2f}x"),
+              (axes[1], [r.get("memory_ratio", np.nan) for r in rows], "fast / reference peak memory", "{:.2f}"))
+    for ax, values, xlabel, fmt in panels:
+        ax.barh(y, values, color="#4c72b0", height=0.6)
+        for yi, v in zip(y, values):
+            if np.isfinite(v):
+                ax.text(v, yi, " " + fmt.format(v), va="center", fontsize=8)
+        ax.axvline(1.0, color="grey", ls=":", lw=1)
+        ax.set_xlabel(xlabel)
+        finite = [v for v in values if np.isfinite(v)]
+        ax.set_xlim(0, max(max(finite) * 1.25, 1.1) if finite else 1.1)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y, labels)
+    axes[0].invert_yaxis()
+    axes[0].set_ylabel("batch x channels x cells, image")
+    fig = axes[0].figure
+    fig.suptitle(f"search step by shape: {sweep.get('machine', '')}, {sweep.get('threads', '?')} threads, "
+                 f"{sweep.get('date', '')}", fontsize=10)
+    fig.tight_layout()
+    return fig, axes

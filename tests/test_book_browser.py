@@ -43,6 +43,7 @@ PAGES = {
     "chapter4": "book/04_the_discretization_gap.html",
     "chapter5": "book/05_a_full_search.html",
     "chapter6": "book/06_retraining_and_evaluation.html",
+    "benchmarks": "book/benchmarks.html",
 }
 WIDGET_SELECTOR = {"chapter1": ".widget-slider", "chapter2": ".widget-slider", "chapter3": ".widget-toggle-buttons",
                    "chapter4": ".widget-toggle-buttons", "chapter5": ".widget-dropdown",
@@ -50,7 +51,8 @@ WIDGET_SELECTOR = {"chapter1": ".widget-slider", "chapter2": ".widget-slider", "
 """What each page's saved widget view renders once its JavaScript has run."""
 NOTEBOOK_PAGES = {"chapter1": "book/01_darts_in_a_nutshell.ipynb", "chapter2": "book/02_the_collapse.ipynb",
                   "chapter3": "book/03_why_it_happens.ipynb", "chapter4": "book/04_the_discretization_gap.ipynb",
-                  "chapter5": "book/05_a_full_search.ipynb", "chapter6": "book/06_retraining_and_evaluation.ipynb"}
+                  "chapter5": "book/05_a_full_search.ipynb", "chapter6": "book/06_retraining_and_evaluation.ipynb",
+                  "benchmarks": "book/benchmarks.ipynb"}
 
 
 def _require(condition: bool, why: str) -> None:
@@ -154,6 +156,8 @@ def test_every_image_loaded(pages, name):
         assert len(images) >= 8, f"chapter 3 should show its plots, found {len(images)} images"
     if name == "chapter4":
         assert len(images) >= 5, f"chapter 4 should show its plots, found {len(images)} images"
+    if name == "benchmarks":
+        assert len(images) >= 1, "the benchmarks page should show the speedup by shape"
 
 
 def test_chapter1_widget_view(pages):
@@ -276,7 +280,7 @@ def test_chapter1_has_a_static_figure_for_the_explorer(pages):
     assert n >= 5, f"chapter 1 shows {n} image outputs; expected its drawings and static figures"
 
 
-@pytest.mark.parametrize("name", [n for n in PAGES if n not in ("chapter5", "chapter6")])  # they have no equations
+@pytest.mark.parametrize("name", [n for n in PAGES if n not in ("chapter5", "chapter6", "benchmarks")])  # no equations
 def test_math_is_typeset(pages, name):
     page, _, _ = pages[name]
     if not MATHJAX_VENDORED:
