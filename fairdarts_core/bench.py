@@ -316,6 +316,7 @@ def load_sweep(path: Union[str, Path, None] = None) -> dict:
 
 
 def format_sweep_report(r: dict) -> str:
+    """A :func:`sweep_report` as ``fairdarts bench sweep`` prints it: one line per shape."""
     lines = [f"search step by shape ({r['machine']}, {r['threads']} threads, {r['date']}; median of {r['repeat']} "
              f"after {r['warmup']} warm-up)",
              "  batch  C  cells  image      reference ms   fast ms  speedup  memory ratio"]
