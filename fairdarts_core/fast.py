@@ -15,6 +15,13 @@ ones, for which oneDNN has no fast kernel, and by pools/BN in the NCHW layout. W
   of every convolution (and of the factorized-reduce skip) is computed once per source.
 * **Weights folded into the last BN.** ``w * BN(z)`` with a non-affine BN is ``BN(z)`` with ``gamma = w``:
   one fused kernel, and autograd keeps one tensor fewer per op alive for the backward pass.
+* **Fused node sums** (``fused_sums``, on cells whose input has at least ``fused_min_elements`` elements):
+  in training mode ``w * BN(z) = a * z + b`` per channel, so a node adds ``a * z`` of each term in place into
+  one tensor and the offsets ``b`` once at the end; no BN output is written and nothing is allocated per
+  term. BN's own backward pass gives the gradients (:mod:`fairdarts_core.fast_sum`). This sum rounds
+  differently from the exact one (terms computed, then added edge by edge), which smaller cells keep: the
+  recorded searches ran at those sizes, and there the extra small operations per term cost more than they
+  save.
 * **Dilated depthwise convolutions as undilated ones** on the four polyphase sub-images (space-to-batch):
   a dilation-2 convolution of an image is an ordinary convolution of each of its 2x2 phases. The 1x1
   conv and the BN after it treat every pixel alike, so a whole ``dil_conv`` runs in phase space: each
@@ -27,7 +34,8 @@ ones, for which oneDNN has no fast kernel, and by pools/BN in the NCHW layout. W
   (:mod:`fairdarts_core.fast_layout`): the phase split and interleave (one copy each way), the single
   phases that stride-2 ops read, and the cell's output concatenation (``cat``'s own backward hands out
   strided channel slices).
-* The ``none`` op contributes exactly zero: it is skipped. Each edge and node keeps one running sum.
+* The ``none`` op contributes exactly zero: it is skipped. Each edge and node keeps one running sum (or, fused,
+  each node one).
 * **Noise on skip** (Fair DARTS's DARTS experiment): as in the reference ``MixedOp``, only identity skips
   (stride 1) get the noise; the stride-2 ``FactorizedReduce`` skips of a reduction cell get none.
 
@@ -56,7 +64,7 @@ a :class:`CellPass` made for that call.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -64,8 +72,11 @@ from torch import nn
 
 from .fast_layout import concat_channels, from_phases, phase, space_to_batch, to_phases
 from .fast_memory import Rebuilds, recompute_in_backward
+from .fast_sum import InPlaceSum, RunningSum, batch_norm, update_counter
 from .genotype import edge_index
 from .ops import DilConv, FactorizedReduce, Identity, PoolBN, SepConv, Zero
+
+Sum = Union[RunningSum, InPlaceSum]
 
 RECOMPUTE = ("none", "first_stage", "all")
 """Values of ``FastOptions.recompute``: no cell, the normal cells before the first reduction (full
@@ -82,16 +93,19 @@ class FastOptions:
     recompute: str = "first_stage"      # which cells keep only their inputs and recompute their mixed edges
     rebuild_cheap: bool = True          # other cells: drop cheap activations (1x1 conv outputs...), rebuild them
     memory_min_elements: int = 2 ** 19  # cells with smaller inputs (batch x C x H x W) use neither of the two
+    fused_sums: bool = True             # add each node's BN terms in place, without writing each BN output
+    fused_min_elements: int = 2 ** 17   # cells with smaller inputs add their terms exactly as computed
 
     def __post_init__(self):
-        for name in ("channels_last", "dilated_as_phases", "rebuild_cheap"):
+        for name in ("channels_last", "dilated_as_phases", "rebuild_cheap", "fused_sums"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"fast option {name} must be true or false; got {getattr(self, name)!r}")
         if self.recompute not in RECOMPUTE:
             raise ValueError(f"fast option recompute={self.recompute!r}; choose one of {', '.join(RECOMPUTE)}")
-        m = self.memory_min_elements
-        if isinstance(m, bool) or not isinstance(m, int) or m < 0:
-            raise ValueError(f"fast option memory_min_elements must be an integer >= 0; got {m!r}")
+        for name in ("memory_min_elements", "fused_min_elements"):
+            m = getattr(self, name)
+            if isinstance(m, bool) or not isinstance(m, int) or m < 0:
+                raise ValueError(f"fast option {name} must be an integer >= 0; got {m!r}")
 
     @property
     def layout(self) -> torch.memory_format:
@@ -122,38 +136,6 @@ class CellPass:
 
 
 # --- small building blocks ----------------------------------------------------------------------------
-def batch_norm(run: CellPass, bn: nn.BatchNorm2d, x: torch.Tensor,
-               scale: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``scale * bn(x)`` in one ``F.batch_norm`` call, updating ``bn``'s buffers exactly as ``bn(x)`` does.
-
-    ``scale`` is a 0-d tensor (an op's relaxed weight); autograd carries its gradient."""
-    factor = _update_counter(run, bn)
-    use_batch_stats = bn.training or bn.running_mean is None
-    track = not bn.training or bn.track_running_stats
-    running_mean, running_var = (bn.running_mean, bn.running_var) if track else (None, None)
-    if track and bn.training and not run.update_stats and running_mean is not None:
-        # a checkpoint's recomputation: throwaway copies take the update (same autograd graph, same values)
-        running_mean, running_var = running_mean.clone(), running_var.clone()
-    weight, bias = bn.weight, bn.bias
-    if scale is not None:
-        s = scale.expand(x.shape[1]).contiguous()  # (the channels_last BN kernels misread a stride-0 weight)
-        weight = s if weight is None else weight * s
-        bias = None if bias is None else bias * s
-    return F.batch_norm(x, running_mean, running_var,
-                        weight, bias, use_batch_stats, factor, bn.eps)
-
-
-def _update_counter(run: CellPass, bn: nn.BatchNorm2d) -> float:
-    """What ``_BatchNorm.forward`` does before normalising: count the batch, return the momentum."""
-    factor = 0.0 if bn.momentum is None else bn.momentum
-    if (bn.training and bn.track_running_stats and bn.num_batches_tracked is not None
-            and run.update_stats):
-        bn.num_batches_tracked.add_(1)
-        if bn.momentum is None:
-            factor = 1.0 / float(bn.num_batches_tracked)
-    return factor
-
-
 def shared_batch_norm(run: CellPass, bns: Sequence[nn.BatchNorm2d], x: torch.Tensor) -> Optional[torch.Tensor]:
     """Training mode: ``bn_e(x)`` for several non-affine BNs that all see the same ``x`` is one tensor
     (batch statistics). Computes it once and updates every BN's running statistics from the one batch
@@ -175,7 +157,7 @@ def shared_batch_norm(run: CellPass, bns: Sequence[nn.BatchNorm2d], x: torch.Ten
         return y
     with torch.no_grad():
         for bn in bns:
-            factor = _update_counter(run, bn)
+            factor = update_counter(bn, run.update_stats)
             bn.running_mean.mul_(1.0 - factor).add_(mean, alpha=factor)
             bn.running_var.mul_(1.0 - factor).add_(var, alpha=factor)
     return y
@@ -237,56 +219,53 @@ def _batch_stats_norm(x: torch.Tensor, weight, bias, eps: float, momentum: float
 def relu_batch_norm(run: CellPass, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     """``relu(bn(x))``. In training mode autograd may drop the result and rebuild it from ``x`` (itself
     rebuilt from the conv before it): one more pass of BN and ReLU instead of a stored activation."""
-    y = F.relu(batch_norm(run, bn, x))
+    y = F.relu(batch_norm(bn, x, update_stats=run.update_stats))
     if bn.training:
         run.rebuildable(y, lambda z: F.relu(_batch_stats_norm(z, bn.weight, bn.bias, bn.eps, 0.0)), x)
     return y
 
 
 # --- the ops of one edge, given what its source shares --------------------------------------------------
-def sep_conv(run: CellPass, op: SepConv, r: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``w * op(x)`` for a SepConv, given ``r = relu(x)`` (shared by the source)."""
+# Each returns ``z``, the input of the op's last BN: ``w * op(x)`` is ``w * bn(z)``, which the node's sum adds
+# (:mod:`fairdarts_core.fast_sum`).
+def sep_conv(run: CellPass, op: SepConv, r: torch.Tensor) -> torch.Tensor:
+    """A SepConv up to its last BN (``op.bn2``), given ``r = relu(x)`` (shared by the source)."""
     t = relu_batch_norm(run, op.bn1, pointwise(run, depthwise(run, r, op.depthwise1), op.pointwise1))
-    return batch_norm(run, op.bn2, pointwise(run, depthwise(run, t, op.depthwise2), op.pointwise2), w)
+    return pointwise(run, depthwise(run, t, op.depthwise2), op.pointwise2)
 
 
-def dil_conv(run: CellPass, op: DilConv, src: "_Shared", w: torch.Tensor) -> torch.Tensor:
-    """``w * op(x)`` for a DilConv outside phase space (strided, or odd-sized input)."""
+def dil_conv(run: CellPass, op: DilConv, src: "_Shared") -> torch.Tensor:
+    """A DilConv outside phase space (strided, or odd-sized input) up to its BN."""
     dw = op.depthwise
     if _reads_even_phase(run, dw):
         k = dw.kernel_size[0]
         y = F.conv2d(src.phase(0, 0), dw.weight, None, 1, (k - 1) // 2, 1, dw.groups)
     else:
         y = depthwise(run, src.relu, dw)
-    return batch_norm(run, op.bn, pointwise(run, y, op.pointwise), w)
+    return pointwise(run, y, op.pointwise)
 
 
-def dil_conv_in_phases(run: CellPass, op: DilConv, phases: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``w * op(x)`` in phase space, given ``phases = to_phases(relu(x))`` (shared by the source): the
-    undilated depthwise conv of the phases, then the 1x1 conv and the BN, which act on every pixel alike
-    (the BN's batch statistics run over the same pixels, only in another order). The caller sums an
-    edge's dilated ops in phase space and interleaves the sum back once."""
+def dil_conv_in_phases(run: CellPass, op: DilConv, phases: torch.Tensor) -> torch.Tensor:
+    """A DilConv in phase space up to its BN, given ``phases = to_phases(relu(x))`` (shared by the source):
+    the undilated depthwise conv of the phases, then the 1x1 conv; the 1x1 conv and the BN act on every pixel
+    alike (the BN's batch statistics run over the same pixels, only in another order). The dilated ops add up
+    in phase space, and their sum is interleaved back once."""
     dw = op.depthwise
     k = dw.kernel_size[0]
     y = F.conv2d(phases, dw.weight, None, 1, (k - 1) // 2, 1, dw.groups)
-    return batch_norm(run, op.bn, pointwise(run, y, op.pointwise), w)
+    return pointwise(run, y, op.pointwise)
 
 
-def factorized_reduce(run: CellPass, op: FactorizedReduce, src: "_Shared", w: torch.Tensor) -> torch.Tensor:
-    """``w * op(x)`` for the skip of a reduction edge. Its two stride-2 1x1 convs read phases (0, 0) and
-    (1, 1) of ``relu(x)`` (shared by the source; odd sizes shift and pad as the module does)."""
+def factorized_reduce(run: CellPass, op: FactorizedReduce, src: "_Shared") -> torch.Tensor:
+    """The skip of a reduction edge up to its BN. Its two stride-2 1x1 convs read phases (0, 0) and (1, 1)
+    of ``relu(x)`` (shared by the source; odd sizes shift and pad as the module does)."""
     r = src.relu
     a = F.conv2d(src.phase(0, 0), op.conv_1.weight, op.conv_1.bias)
     if r.shape[-1] % 2 or r.shape[-2] % 2:
         b = pointwise(run, F.pad(r[:, :, 1:, 1:], (0, 1, 0, 1)), op.conv_2)
     else:
         b = F.conv2d(src.phase(1, 1), op.conv_2.weight, op.conv_2.bias)
-    return batch_norm(run, op.bn, concat_channels((a, b), run.layout), w)
-
-
-def pool_bn(run: CellPass, op: PoolBN, pooled: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``w * op(x)`` for a pool + BN op, given the (shared) pooled input."""
-    return batch_norm(run, op.bn, pooled, w)
+    return concat_channels((a, b), run.layout)
 
 
 # --- the cell -------------------------------------------------------------------------------------------
@@ -345,12 +324,9 @@ class _Shared:
 
 
 def _source_contributions(run: CellPass, cell, h: torch.Tensor, edges: Sequence[int], edge_weights: torch.Tensor,
-                          noise: Optional[torch.Tensor]) -> Dict[int, torch.Tensor]:
-    """``{e: sum_k w[e, k] * op_ek(h)}`` for every edge ``e`` leaving the source whose value is ``h``."""
-    # Running sums, one per edge (terms in op order, as a list's left fold would add them): only these stay
-    # alive, not every op's output until the source is done.
-    out: Dict[int, torch.Tensor] = {}
-    in_phases: Dict[int, torch.Tensor] = {}  # the dilated ops of each edge, summed in phase space
+                          noise: Optional[torch.Tensor], sums: Dict[int, Sum]) -> None:
+    """Adds ``w[e, k] * op_ek(h)`` to ``sums[e]`` for every edge ``e`` leaving the source whose value is ``h``
+    (ops in order; the dilated ops in phase space to ``sums[e].phases``)."""
     src = _Shared(run, h)
     for k in range(len(cell.edges[edges[0]].ops)):
         ops = [cell.edges[e].ops[k] for e in edges]
@@ -361,31 +337,25 @@ def _source_contributions(run: CellPass, cell, h: torch.Tensor, edges: Sequence[
             pooled = src.pooled(ops[0].pool)
             shared = shared_batch_norm(run, [op.bn for op in ops], pooled)
             for e, op in zip(edges, ops):
-                w = edge_weights[e, k]
-                _add(out, e, pool_bn(run, op, pooled, w) if shared is None else w * shared)
+                if shared is None:
+                    sums[e].add_batch_norm(op.bn, pooled, edge_weights[e, k])
+                else:
+                    sums[e].add_scaled(shared, edge_weights[e, k])
             continue
         for e, op in zip(edges, ops):
-            w = edge_weights[e, k]
+            w, total = edge_weights[e, k], sums[e]
             if kind == "identity":  # noise on skip: identity skips only (see SearchCell.skip_noise)
-                _add(out, e, w * (h if noise is None else h + noise[e]))
+                total.add_scaled(h if noise is None else h + noise[e], w)
             elif kind == "factorized_reduce":  # a stride-2 skip: no noise
-                _add(out, e, factorized_reduce(run, op, src, w))
+                total.add_batch_norm(op.bn, factorized_reduce(run, op, src), w)
             elif kind == "sep":
-                _add(out, e, sep_conv(run, op, src.relu, w))
+                total.add_batch_norm(op.bn2, sep_conv(run, op, src.relu), w)
             elif kind == "dil" and _phase_eligible(run, op, h):
-                _add(in_phases, e, dil_conv_in_phases(run, op, src.phases, w))
+                total.phases.add_batch_norm(op.bn, dil_conv_in_phases(run, op, src.phases), w)
             elif kind == "dil":
-                _add(out, e, dil_conv(run, op, src, w))
+                total.add_batch_norm(op.bn, dil_conv(run, op, src), w)
             else:
-                _add(out, e, w * op(h))
-    for e, total in in_phases.items():
-        _add(out, e, from_phases(total, h.shape[0], run.layout))
-    return out
-
-
-def _add(totals: Dict[int, torch.Tensor], key: int, term: torch.Tensor) -> None:
-    """``totals[key] += term`` out of place (autograd), starting from the first term itself."""
-    totals[key] = term if key not in totals else totals[key] + term
+                total.add_scaled(op(h), w)
 
 
 def _recomputes(options: FastOptions, cell) -> bool:
@@ -419,14 +389,30 @@ def fast_cell_forward(cell, states: List[torch.Tensor], edge_weights: torch.Tens
 def _cell_body(run: CellPass, cell, states: List[torch.Tensor], edge_weights: torch.Tensor,
                noise: Optional[torch.Tensor]) -> torch.Tensor:
     rows = edge_index(cell.steps)
-    pending: Dict[int, torch.Tensor] = {}  # running sum of each node's incoming edges, in source order
     states = list(states)
+    batch = states[0].shape[0]
+
+    def interleave(y: torch.Tensor) -> torch.Tensor:
+        return from_phases(y, batch, run.layout)
+
+    fused = run.options.fused_sums and states[1].numel() >= run.options.fused_min_elements
+    nodes: Dict[int, Sum] = {}  # the sum of each node's incoming edges, in source order
     for src in range(cell.steps + 2):
         if src >= 2:
-            states.append(pending.pop(src))
+            states.append(nodes.pop(src).value(interleave))
         edges = [e for e, (_, s) in enumerate(rows) if s == src]
         if not edges:
             continue
-        for e, y in _source_contributions(run, cell, states[src], edges, edge_weights, noise).items():
-            _add(pending, rows[e][0], y)
+        if fused:  # every term goes straight into its node's sum
+            sums = {e: nodes.setdefault(rows[e][0], InPlaceSum(run.update_stats)) for e in edges}
+            _source_contributions(run, cell, states[src], edges, edge_weights, noise, sums)
+            continue
+        # exact order: each edge's terms add up first (only these sums stay alive, not every op's output),
+        # then each edge's sum is added to its node
+        sums = {e: RunningSum(run.update_stats) for e in edges}
+        _source_contributions(run, cell, states[src], edges, edge_weights, noise, sums)
+        for e in edges:
+            y = sums[e].value(interleave)
+            if y is not None:
+                nodes.setdefault(rows[e][0], RunningSum(run.update_stats)).add(y)
     return concat_channels(states[-cell.multiplier:], run.layout)

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fairdarts_core import Supernet, fast, fast_layout, fast_memory
+from fairdarts_core import Supernet, fast, fast_layout, fast_memory, fast_sum
 from fairdarts_core.cli import main
 from fairdarts_core.fast import FastOptions
 from fairdarts_core.ops import OP_SETS, FactorizedReduce, SepConv
@@ -60,11 +60,15 @@ def assert_same(a, b, tol, what, floor=0.0):
     assert err <= tol, f"{what}: relative error {err:.3g} > {tol}"
 
 
-# The tiny test cells are below the default memory_min_elements: force the memory options on.
+# The tiny test cells are below the default memory_min_elements and fused_min_elements: force the memory
+# options and the fused sums on.
 MEMORY_SETTINGS = {
     "plain": FastOptions(recompute="none", rebuild_cheap=False),
     "recompute_all": FastOptions(recompute="all", memory_min_elements=0),
     "rebuild": FastOptions(recompute="none", rebuild_cheap=True, memory_min_elements=0),
+    "fused": FastOptions(recompute="none", rebuild_cheap=False, fused_min_elements=0),
+    "fused_recompute_all": FastOptions(recompute="all", memory_min_elements=0, fused_min_elements=0),
+    "fused_rebuild": FastOptions(recompute="none", rebuild_cheap=True, memory_min_elements=0, fused_min_elements=0),
 }
 
 
@@ -172,8 +176,10 @@ def three_steps(model, x, y):
 
 
 @pytest.mark.parametrize("relaxation,op_set", [("sigmoid", "fair_darts"), ("softmax", "darts")])
-def test_three_bilevel_steps_give_the_same_alpha(relaxation, op_set):
-    ref, fst = twin_models(relaxation, op_set, torch.float64, alpha_init_std=1e-3, layers=3)
+@pytest.mark.parametrize("fused_min_elements", [FastOptions().fused_min_elements, 0])
+def test_three_bilevel_steps_give_the_same_alpha(relaxation, op_set, fused_min_elements):
+    ref, fst = twin_models(relaxation, op_set, torch.float64, alpha_init_std=1e-3, layers=3,
+                           options=FastOptions(fused_min_elements=fused_min_elements))
     x, y = data()
     a_ref, w_ref = three_steps(ref, x, y)
     a_fst, w_fst = three_steps(fst, x, y)
@@ -198,17 +204,22 @@ def test_fast_is_the_default_and_reference_stays_selectable():
 
 def test_fast_options_are_a_validated_frozen_value():
     assert FastOptions() == FastOptions(channels_last=True, dilated_as_phases=True, recompute="first_stage",
-                                        rebuild_cheap=True, memory_min_elements=2 ** 19)
+                                        rebuild_cheap=True, memory_min_elements=2 ** 19, fused_sums=True,
+                                        fused_min_elements=2 ** 17)
     with pytest.raises(ValueError, match="recompute='some'; choose one of none, first_stage, all"):
         FastOptions(recompute="some")
     with pytest.raises(ValueError, match="channels_last must be true or false"):
         FastOptions(channels_last="yes")
+    with pytest.raises(ValueError, match="fused_sums must be true or false"):
+        FastOptions(fused_sums=1)
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="memory_min_elements must be an integer >= 0"):
             FastOptions(memory_min_elements=bad)
+        with pytest.raises(ValueError, match="fused_min_elements must be an integer >= 0"):
+            FastOptions(fused_min_elements=bad)
     with pytest.raises(dataclasses.FrozenInstanceError):
         FastOptions().recompute = "all"
-    for module in (fast, fast_layout, fast_memory):  # nothing a caller could flip process-wide
+    for module in (fast, fast_layout, fast_memory, fast_sum):  # nothing a caller could flip process-wide
         assert not {"OPTIONS", "_STATE", "_REBUILDS"} & set(vars(module)), module.__name__
 
 
@@ -345,15 +356,17 @@ MEMORY_OPTIONS = [("none", False), ("none", True), ("first_stage", True), ("firs
 
 
 @pytest.mark.parametrize("relaxation,op_set", [("sigmoid", "fair_darts"), ("softmax", "darts")])
-def test_memory_options_give_bit_identical_steps(relaxation, op_set):
+@pytest.mark.parametrize("fused", [False, True])
+def test_memory_options_give_bit_identical_steps(relaxation, op_set, fused):
     """Recomputing cells and rebuilding dropped activations recompute the very same numbers (same kernels,
-    same inputs), so three float32 bi-level steps end bit for bit equal under every setting: a recorded
-    search re-runs identically whatever memory setting it runs with."""
+    same inputs), so three float32 bi-level steps end bit for bit equal under every setting, with the exact
+    sums and with the fused ones: a recorded search re-runs identically whatever memory setting it runs with."""
     x, y = data(torch.float32, batch=4, res=8)
     results = []
     for recompute, rebuild in MEMORY_OPTIONS:
-        # memory_min_elements 0: the tiny test cells use the memory options too
-        options = FastOptions(recompute=recompute, rebuild_cheap=rebuild, memory_min_elements=0)
+        # memory_min_elements 0: the tiny test cells use the memory options too (and the fused sums, if asked)
+        options = FastOptions(recompute=recompute, rebuild_cheap=rebuild, memory_min_elements=0,
+                              fused_sums=fused, fused_min_elements=0)
         _, fst = twin_models(relaxation, op_set, torch.float32, alpha_init_std=1e-3, noise=0.3, options=options)
         torch.manual_seed(11)
         alphas, weights = three_steps(fst, x, y)
@@ -405,3 +418,51 @@ def test_small_cells_skip_the_memory_options(monkeypatch):
     fst.set_formulation("fast", FastOptions(recompute="none", memory_min_elements=first_reduction_cell))
     fst(x).sum().backward()
     assert "pack" in calls and "checkpoint" not in calls
+
+
+# --- the fused node sums (FastOptions.fused_sums) ------------------------------------------------------------
+def test_small_cells_sum_exactly_and_large_ones_fused(monkeypatch):
+    """Below ``fused_min_elements`` a cell adds its terms exactly (the order the recorded searches used);
+    at or above it every node of the cell is one in-place sum; ``fused_sums=False`` turns it off."""
+    made = []
+    for cls in (fast_sum.RunningSum, fast_sum.InPlaceSum):
+        init = cls.__init__
+        monkeypatch.setattr(cls, "__init__", lambda self, *a, _init=init, **k: made.append(type(self)) or _init(self, *a, **k))
+    _, fst = twin_models("sigmoid", "fair_darts", torch.float32)
+    x, y = data(torch.float32, batch=4, res=8)
+    first_reduction_cell = 4 * 8 * 8 * 8  # the largest cell input: batch x C x H x W
+    for options, fused in ((FastOptions(fused_min_elements=first_reduction_cell + 1), False),
+                           (FastOptions(fused_min_elements=first_reduction_cell, fused_sums=False), False),
+                           (FastOptions(fused_min_elements=first_reduction_cell), True)):
+        fst.set_formulation("fast", options)
+        made.clear()
+        fst(x).sum().backward()
+        assert (fast_sum.InPlaceSum in made) == fused, options
+        assert fast_sum.RunningSum in made  # the smaller cells sum exactly
+
+
+def test_a_fused_sum_adds_no_bn_output_and_has_bns_gradients():
+    """``InPlaceSum``: sum_k w_k * bn_k(z_k) + v * x, built in place (the first term's tensor is the sum),
+    equals the BN outputs added up; gradients of z_k, w_k, x, v and the running statistics are BN's."""
+    torch.manual_seed(3)
+    bns = [torch.nn.BatchNorm2d(5, affine=False).double() for _ in range(3)]
+    zs = [torch.randn(4, 5, 6, 6, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+          .requires_grad_() for _ in range(3)]
+    x = torch.randn(4, 5, 6, 6, dtype=torch.float64, requires_grad=True)
+    ws = torch.rand(4, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(4, 5, 6, 6, dtype=torch.float64)
+    expected_bns = copy.deepcopy(bns)
+    expected = sum(w * bn(z) for w, bn, z in zip(ws, expected_bns, zs)) + ws[3] * x
+    total = fast_sum.InPlaceSum()
+    for w, bn, z in zip(ws, bns, zs):
+        total.add_batch_norm(bn, z, w)
+    total.add_scaled(x, ws[3])
+    got = total.value(from_phases=None)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert_same(got, expected, 1e-12, "fused sum")
+    for a, b in zip(torch.autograd.grad(got, zs + [x, ws], g), torch.autograd.grad(expected, zs + [x, ws], g)):
+        assert_same(a, b, 1e-12, "gradient")
+    for bn, ref in zip(bns, expected_bns):
+        for a, b in zip(bn.buffers(), ref.buffers()):
+            assert torch.equal(a, b) if a.dtype == torch.long else rel_err(a, b) <= 1e-12
+    assert not fast_sum.fusable(bns[0].eval(), zs[0]) and not fast_sum.fusable(bns[1], zs[1].float())
