@@ -77,6 +77,7 @@ class BenchSpec:
     compile: bool = False          # torch.compile both models
     recompute: str = _DEFAULTS.recompute  # the fast side's FastOptions.recompute: none, first_stage or all
     rebuild: bool = _DEFAULTS.rebuild_cheap  # the fast side's FastOptions.rebuild_cheap
+    fused: bool = _DEFAULTS.fused_sums  # the fast side's FastOptions.fused_sums
     threads: Optional[int] = None  # torch intra-op threads; None: torch's default
     seed: int = 0
 
@@ -92,7 +93,8 @@ class BenchSpec:
 
     def fast_options(self) -> FastOptions:
         """The fast side's options (the switches not in the spec keep their defaults)."""
-        return FastOptions(channels_last=self.channels_last, recompute=self.recompute, rebuild_cheap=self.rebuild)
+        return FastOptions(channels_last=self.channels_last, recompute=self.recompute, rebuild_cheap=self.rebuild,
+                           fused_sums=self.fused)
 
 
 @dataclass
@@ -244,7 +246,7 @@ def _shape(spec: BenchSpec) -> dict:
 
 
 def _options(spec: BenchSpec) -> dict:
-    return {k: getattr(spec, k) for k in ("device", "channels_last", "recompute", "rebuild", "bf16", "compile")}
+    return {k: getattr(spec, k) for k in ("device", "channels_last", "recompute", "rebuild", "fused", "bf16", "compile")}
 
 
 def search_step_report(spec: BenchSpec, repeat: int = 3, warmup: int = 1, memory: bool = True) -> dict:
@@ -382,7 +384,8 @@ def format_report(r: dict) -> str:
              f"{r['options']['device']}, {r['threads']} threads; median of {r['repeat']} after {r['warmup']} warm-up",
              f"  reference: {r['reference_ms']:10.1f} ms/step",
              f"  fast:      {r['fast_ms']:10.1f} ms/step   speedup {r['speedup']:.2f}x   (recompute "
-             f"{r['options']['recompute']}, rebuild {'on' if r['options']['rebuild'] else 'off'})"]
+             f"{r['options']['recompute']}, rebuild {'on' if r['options']['rebuild'] else 'off'}, fused sums "
+             f"{'on' if r['options'].get('fused', True) else 'off'})"]
     if "fast_peak_mb" in r:
         lines += [f"  peak memory ({r['memory_method']}, one child process per side):",
                   f"    reference {r['reference_peak_mb']:.0f} MB, fast {r['fast_peak_mb']:.0f} MB "
@@ -425,6 +428,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rebuild", action=argparse.BooleanOptionalAction, default=_DEFAULTS.rebuild_cheap,
                    help="the fast side drops activations that are cheap to recompute and rebuilds them in the "
                         "backward pass (default: on)")
+    p.add_argument("--fused", action=argparse.BooleanOptionalAction, default=_DEFAULTS.fused_sums,
+                   help="the fast side adds each node's BN terms in place, on cells of at least "
+                        f"{_DEFAULTS.fused_min_elements} elements (default: on)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the weight step")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory children")
@@ -447,7 +453,7 @@ def run(args: argparse.Namespace) -> int:
     spec = BenchSpec(batch=args.batch, channels=args.channels, layers=args.layers, resolution=args.resolution,
                      in_channels=args.in_channels, device=device, channels_last=args.channels_last,
                      bf16=args.bf16, compile=args.compile, threads=getattr(args, "threads", None),
-                     recompute=args.recompute, rebuild=args.rebuild)
+                     recompute=args.recompute, rebuild=args.rebuild, fused=args.fused)
     as_json = getattr(args, "json", False)
     if args.what == "search-epoch":
         report = search_epoch_report(spec, max_steps=args.steps, formulation=args.formulation)
