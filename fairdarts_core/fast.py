@@ -96,7 +96,7 @@ class FastOptions:
     rebuild_cheap: bool = True          # other cells: drop cheap activations (1x1 conv outputs...), rebuild them
     memory_min_elements: int = 2 ** 20  # cells with smaller inputs (batch x C x H x W) use neither of the two
     fused_sums: bool = True             # add each node's BN terms in place, without writing each BN output
-    fused_min_elements: int = 2 ** 17   # cells with smaller inputs add their terms exactly as computed
+    fused_min_elements: int = 2 ** 18   # cells with smaller inputs add their terms exactly as computed
 
     def __post_init__(self):
         for name in ("channels_last", "dilated_as_phases", "rebuild_cheap", "fused_sums"):

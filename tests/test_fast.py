@@ -205,7 +205,7 @@ def test_fast_is_the_default_and_reference_stays_selectable():
 def test_fast_options_are_a_validated_frozen_value():
     assert FastOptions() == FastOptions(channels_last=True, dilated_as_phases=True, recompute="first_stage",
                                         rebuild_cheap=True, memory_min_elements=2 ** 20, fused_sums=True,
-                                        fused_min_elements=2 ** 17)
+                                        fused_min_elements=2 ** 18)
     with pytest.raises(ValueError, match="recompute='some'; choose one of none, first_stage, all"):
         FastOptions(recompute="some")
     with pytest.raises(ValueError, match="channels_last must be true or false"):

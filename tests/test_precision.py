@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from fairdarts_core import steps
+from fairdarts_core.fast import FastOptions
 from fairdarts_core.precision import OFF, Precision
 from fairdarts_core.presets import get_search_preset, get_train_preset
 from fairdarts_core.search import build_optimizers, build_supernet, zero_one_term
@@ -23,9 +24,14 @@ the network weights within 2 % in L2 (measured: 0.3 %)."""
 
 
 def _setup(seed: int, formulation: str):
-    config = get_search_preset("cpu", seed=seed, formulation=formulation, batch_size=16)
+    """``formulation`` "fast_fused": the fast path with its fused node sums on every cell (they start at
+    larger cells than these)."""
+    fused = formulation == "fast_fused"
+    config = get_search_preset("cpu", seed=seed, formulation="fast" if fused else formulation, batch_size=16)
     torch.manual_seed(seed)
     model = build_supernet(config, 1, 10)
+    if fused:
+        model.set_formulation("fast", FastOptions(fused_min_elements=0))
     g = torch.Generator().manual_seed(seed)
     size = config.image_size
     batches = [(torch.rand(16, 1, size, size, generator=g), torch.randint(0, 10, (16,), generator=g)) for _ in range(10)]
@@ -40,7 +46,7 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(a @ b / a.norm() / b.norm())
 
 
-@pytest.mark.parametrize("formulation", ["fast", "reference"])
+@pytest.mark.parametrize("formulation", ["fast", "fast_fused", "reference"])
 def test_a_bf16_search_step_tracks_float32(formulation):
     torch.set_num_threads(1)
     config, base, batches = _setup(0, formulation)

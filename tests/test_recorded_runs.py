@@ -30,6 +30,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 from fairdarts_core import reproduce, runs
@@ -668,3 +669,29 @@ def test_chapter_six_retrains_five_cells_and_two_nb201_cells_with_three_seeds():
     assert names == sorted(f"{c}_t{s}" for c in cells for s in range(3))
     nb201 = {p.name for p in NB201_RETRAINS}
     assert {f"{c}_t{s}" for c in ("darts_s0", "fairdarts_s0") for s in range(3)} <= nb201
+
+
+def test_no_recorded_search_runs_a_cell_on_the_fused_sums(monkeypatch):
+    """The fast path's fused node sums round differently from the exact sums the recorded searches used; they
+    start at ``FastOptions.fused_min_elements``, above every cell of every recorded DARTS-space search, so a
+    re-run computes what the record computed. One forward pass per recorded setting finds no fused sum."""
+    from fairdarts_core import data, fast_sum
+    from fairdarts_core.search import build_supernet
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("a recorded search's cell would use the fused sums")
+
+    monkeypatch.setattr(fast_sum.InPlaceSum, "__init__", refuse)
+    seen = set()
+    for path in SEARCHES:
+        cfg = runs.load_search_run(path).config
+        info = data.dataset_info(cfg.dataset)
+        size = cfg.image_size or info.image_size
+        key = (cfg.space, cfg.batch_size, cfg.channels, cfg.layers, size, info.in_channels)
+        if cfg.space != "darts" or key in seen:
+            continue
+        seen.add(key)
+        model = build_supernet(cfg, info.in_channels, info.num_classes)
+        with torch.no_grad():
+            model(torch.zeros(cfg.batch_size, info.in_channels, size, size))
+    assert seen, "no recorded DARTS-space search found"
