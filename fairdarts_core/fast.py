@@ -15,7 +15,8 @@ ones, for which oneDNN has no fast kernel, and by pools/BN in the NCHW layout. W
   of every convolution (and of the factorized-reduce skip) is computed once per source.
 * **Weights folded into the last BN.** ``w * BN(z)`` with a non-affine BN is ``BN(z)`` with ``gamma = w``:
   one fused kernel, and autograd keeps one tensor fewer per op alive for the backward pass.
-* **Fused node sums** (``fused_sums``, on cells whose input has at least ``fused_min_elements`` elements):
+* **Fused node sums** (``fused_sums``, in training mode, on cells whose input has at least
+  ``fused_min_elements`` elements):
   in training mode ``w * BN(z) = a * z + b`` per channel, so a node adds ``a * z`` of each term in place into
   one tensor and the offsets ``b`` once at the end; no BN output is written and nothing is allocated per
   term. BN's own backward pass gives the gradients (:mod:`fairdarts_core.fast_sum`). This sum rounds
@@ -397,7 +398,8 @@ def _cell_body(run: CellPass, cell, states: List[torch.Tensor], edge_weights: to
     def interleave(y: torch.Tensor) -> torch.Tensor:
         return from_phases(y, batch, run.layout)
 
-    fused = run.options.fused_sums and states[1].numel() >= run.options.fused_min_elements
+    # (eval mode: the BNs use their running statistics, so there is nothing to fuse; the exact order stays)
+    fused = run.options.fused_sums and cell.training and states[1].numel() >= run.options.fused_min_elements
     nodes: Dict[int, Sum] = {}  # the sum of each node's incoming edges, in source order
     for src in range(cell.steps + 2):
         if src >= 2:

@@ -25,15 +25,16 @@ of every recorded retraining, minutes each). Runs still in progress (no provenan
 """
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 
-from fairdarts_core import reproduce, runs
+from fairdarts_core import data, reproduce, runs
 from fairdarts_core.presets import get_search_preset, get_train_preset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -671,11 +672,16 @@ def test_chapter_six_retrains_five_cells_and_two_nb201_cells_with_three_seeds():
     assert {f"{c}_t{s}" for c in ("darts_s0", "fairdarts_s0") for s in range(3)} <= nb201
 
 
+HELD_OUT_BATCH = inspect.signature(data.held_out_batches).parameters["batch_size"].default
+
+
 def test_no_recorded_search_runs_a_cell_on_the_fused_sums(monkeypatch):
     """The fast path's fused node sums round differently from the exact sums the recorded searches used; they
-    start at ``FastOptions.fused_min_elements``, above every cell of every recorded DARTS-space search, so a
-    re-run computes what the record computed. One forward pass per recorded setting finds no fused sum."""
-    from fairdarts_core import data, fast_sum
+    start at ``FastOptions.fused_min_elements``, above every cell of every recorded DARTS-space search, and
+    run in training mode only (the held-out measurements, e.g. the discretization gap, use larger batches in
+    eval mode), so a re-run computes what the record computed. One training-mode forward pass per recorded
+    setting, and one in eval mode with a held-out batch, find no fused sum."""
+    from fairdarts_core import fast_sum
     from fairdarts_core.search import build_supernet
 
     def refuse(self, *args, **kwargs):
@@ -694,4 +700,6 @@ def test_no_recorded_search_runs_a_cell_on_the_fused_sums(monkeypatch):
         model = build_supernet(cfg, info.in_channels, info.num_classes)
         with torch.no_grad():
             model(torch.zeros(cfg.batch_size, info.in_channels, size, size))
+            model.eval()
+            model(torch.zeros(HELD_OUT_BATCH, info.in_channels, size, size))
     assert seen, "no recorded DARTS-space search found"
