@@ -16,13 +16,12 @@ ones, for which oneDNN has no fast kernel, and by pools/BN in the NCHW layout. W
 * **Weights folded into the last BN.** ``w * BN(z)`` with a non-affine BN is ``BN(z)`` with ``gamma = w``:
   one fused kernel, and autograd keeps one tensor fewer per op alive for the backward pass.
 * **Fused node sums** (``fused_sums``, in training mode, on cells whose input has at least
-  ``fused_min_elements`` elements):
-  in training mode ``w * BN(z) = a * z + b`` per channel, so a node adds ``a * z`` of each term in place into
-  one tensor and the offsets ``b`` once at the end; no BN output is written and nothing is allocated per
-  term. BN's own backward pass gives the gradients (:mod:`fairdarts_core.fast_sum`). This sum rounds
-  differently from the exact one (terms computed, then added edge by edge), which smaller cells keep: the
-  recorded searches ran at those sizes, and there the extra small operations per term cost more than they
-  save.
+  ``fused_min_elements`` elements): with batch statistics ``w * BN(z) = a * z + b`` per channel, so a node
+  adds ``a * z`` of each term in place into one tensor and the offsets ``b`` once at the end; no BN output
+  is written and nothing is allocated per term. BN's own backward pass gives the gradients
+  (:mod:`fairdarts_core.fast_sum`). This sum rounds differently from the exact one (terms computed, then
+  added edge by edge), which smaller cells keep: the recorded searches ran at those sizes, and there the
+  extra small operations per term cost more than they save.
 * **Dilated depthwise convolutions as undilated ones** on the four polyphase sub-images (space-to-batch):
   a dilation-2 convolution of an image is an ordinary convolution of each of its 2x2 phases. The 1x1
   conv and the BN after it treat every pixel alike, so a whole ``dil_conv`` runs in phase space: each
