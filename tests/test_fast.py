@@ -441,7 +441,7 @@ def test_small_cells_sum_exactly_and_large_ones_fused(monkeypatch):
         assert fast_sum.RunningSum in made  # the smaller cells sum exactly
 
 
-def test_a_fused_sum_adds_no_bn_output_and_has_bns_gradients():
+def test_a_fused_sum_is_the_bn_outputs_added_up_in_place_with_bns_gradients():
     """``InPlaceSum``: sum_k w_k * bn_k(z_k) + v * x, built in place (the first term's tensor is the sum),
     equals the BN outputs added up; gradients of z_k, w_k, x, v and the running statistics are BN's."""
     torch.manual_seed(3)
@@ -456,9 +456,10 @@ def test_a_fused_sum_adds_no_bn_output_and_has_bns_gradients():
     total = fast_sum.InPlaceSum()
     for w, bn, z in zip(ws, bns, zs):
         total.add_batch_norm(bn, z, w)
+        first = total.total if bn is bns[0] else first  # every later term is added into this tensor
     total.add_scaled(x, ws[3])
     got = total.value(from_phases=None)
-    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert got is first and got.is_contiguous(memory_format=torch.channels_last)
     assert_same(got, expected, 1e-12, "fused sum")
     for a, b in zip(torch.autograd.grad(got, zs + [x, ws], g), torch.autograd.grad(expected, zs + [x, ws], g)):
         assert_same(a, b, 1e-12, "gradient")
