@@ -384,8 +384,9 @@ def format_report(r: dict) -> str:
              f"{r['options']['device']}, {r['threads']} threads; median of {r['repeat']} after {r['warmup']} warm-up",
              f"  reference: {r['reference_ms']:10.1f} ms/step",
              f"  fast:      {r['fast_ms']:10.1f} ms/step   speedup {r['speedup']:.2f}x   (recompute "
-             f"{r['options']['recompute']}, rebuild {'on' if r['options']['rebuild'] else 'off'}, fused sums "
-             f"{'on' if r['options'].get('fused', True) else 'off'})"]
+             f"{r['options']['recompute']}, rebuild {'on' if r['options']['rebuild'] else 'off'}"
+             + ("" if "fused" not in r["options"] else f", fused sums {'on' if r['options']['fused'] else 'off'}")
+             + ")"]
     if "fast_peak_mb" in r:
         lines += [f"  peak memory ({r['memory_method']}, one child process per side):",
                   f"    reference {r['reference_peak_mb']:.0f} MB, fast {r['fast_peak_mb']:.0f} MB "
