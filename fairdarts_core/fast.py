@@ -34,6 +34,9 @@ ones, for which oneDNN has no fast kernel, and by pools/BN in the NCHW layout. W
   (:mod:`fairdarts_core.fast_layout`): the phase split and interleave (one copy each way), the single
   phases that stride-2 ops read, and the cell's output concatenation (``cat``'s own backward hands out
   strided channel slices).
+* **Frozen weights in the architecture step** (:func:`fairdarts_core.steps.arch_step` freezes them): a
+  convolution whose weight needs no gradient keeps its weight, not its input (:func:`conv2d`), so such a
+  pass keeps about half the activations of a weight step and recomputes no cell.
 * The ``none`` op contributes exactly zero: it is skipped. Each edge and node keeps one running sum (or, fused,
   each node one).
 * **Noise on skip** (Fair DARTS's DARTS experiment): as in the reference ``MixedOp``, only identity skips
@@ -46,10 +49,10 @@ kernels run on the same inputs, and ``tests/test_fast.py`` checks three whole st
   preprocessed inputs and are recomputed in the backward pass, with the same batch statistics and skip
   noise and without a second update of the BN running statistics. It costs one more forward pass of the
   cell, so by default (``"first_stage"``) only the normal cells before the first reduction, at full
-  resolution, are recomputed: they hold the largest activations. ``"all"`` recomputes every cell,
-  ``"none"`` none.
+  resolution, are recomputed, and only in passes that train the weights: they hold the largest
+  activations. ``"all"`` recomputes every cell in every pass, ``"none"`` none.
 * **Rebuilding cheap activations** (``rebuild_cheap``, the other cells): autograd stores a recipe instead
-  of a tensor for every 1x1 convolution's output, the ReLU inside every SepConv (BN + ReLU of the rebuilt
+  of a tensor for every 1x1 convolution's output (with a trained weight), the ReLU inside every SepConv (BN + ReLU of the rebuilt
   1x1 output), and the per-source ReLU, phases, pools and pool BN; the backward pass rebuilds each once.
   The expensive depthwise convolution outputs are kept.
 
@@ -165,13 +168,57 @@ def shared_batch_norm(run: CellPass, bns: Sequence[nn.BatchNorm2d], x: torch.Ten
     return y
 
 
+class _ConvInputGradient(torch.autograd.Function):
+    """``F.conv2d`` with a frozen weight (and bias): its backward pass computes the input's gradient alone, so
+    it keeps the weight, not the input. (Autograd's own convolution node keeps both whenever anything needs
+    a gradient; the kernels are the same, so are the results, bit for bit.)"""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
+        ctx.conf = (stride, padding, dilation, groups)
+        ctx.x_shape = x.shape
+        ctx.x_layout = torch.channels_last if (x.dim() == 4 and not x.is_contiguous()
+                                               and x.is_contiguous(memory_format=torch.channels_last)) \
+            else torch.contiguous_format
+        ctx.save_for_backward(weight)
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, g):
+        weight, = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conf
+        shape_only = torch.empty(ctx.x_shape, dtype=g.dtype, device=g.device, memory_format=ctx.x_layout)
+        gx = torch.ops.aten.convolution_backward(g, shape_only, weight, None, _pair(stride), _pair(padding),
+                                                 _pair(dilation), False, [0, 0], groups, [True, False, False])[0]
+        return gx, None, None, None, None, None, None
+
+
+def _pair(v) -> List[int]:
+    return list(v) if isinstance(v, (tuple, list)) else [v, v]
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, stride=1, padding=0,
+           dilation=1, groups: int = 1) -> torch.Tensor:
+    """``F.conv2d``; with a frozen weight and bias (an architecture step:
+    :func:`fairdarts_core.steps.arch_step`), through :class:`_ConvInputGradient`."""
+    frozen = not weight.requires_grad and (bias is None or not bias.requires_grad)
+    if not (frozen and x.requires_grad and torch.is_grad_enabled()):
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    return _ConvInputGradient.apply(x, weight, bias, stride, padding, dilation, groups)
+
+
+def module_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """``conv(x)`` for a zero-padded ``nn.Conv2d``, through :func:`conv2d`."""
+    return conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
 def depthwise(run: CellPass, x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """``conv(x)`` for a depthwise convolution; stride-1 dilation-2 ones via the polyphase trick (see
     module doc). (The cell itself routes whole dilated ops into phase space; this covers the rest.)"""
     k = conv.kernel_size[0]
     if (conv.dilation != (2, 2) or conv.stride != (1, 1) or conv.padding != (k - 1, k - 1) or k % 2 == 0
             or not run.options.dilated_as_phases):
-        return conv(x)
+        return module_conv(x, conv)
     return _dilated_by_phases(x, conv.weight, conv.groups, run.layout)
 
 
@@ -191,7 +238,7 @@ def _dilated_by_phases(x: torch.Tensor, weight: torch.Tensor, groups: int,
     if H % 2 or W % 2:  # zeros at the end act like the zero padding they replace; cropped below
         x = F.pad(x, (0, W % 2, 0, H % 2))
     k = weight.shape[-1]
-    y = F.conv2d(to_phases(x, layout), weight, None, 1, (k - 1) // 2, 1, groups)
+    y = conv2d(to_phases(x, layout), weight, None, 1, (k - 1) // 2, 1, groups)
     return from_phases(y, x.shape[0], layout)[:, :, :H, :W]
 
 
@@ -206,9 +253,11 @@ def _phase_eligible(run: CellPass, op: DilConv, h: torch.Tensor) -> bool:
 
 def pointwise(run: CellPass, x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """A 1x1 (or any plain) convolution whose output autograd may drop and rebuild from ``x``, which the
-    convolution keeps for its weight gradient anyway."""
-    args = (conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-    return run.rebuildable(F.conv2d(x, *args), F.conv2d, x, *args)
+    convolution keeps for its weight gradient anyway (unless the weight is frozen)."""
+    y = module_conv(x, conv)
+    if not conv.weight.requires_grad:  # a frozen conv keeps no input: a recipe would keep it alive instead
+        return y
+    return run.rebuildable(y, module_conv, x, conv)
 
 
 def _batch_stats_norm(x: torch.Tensor, weight, bias, eps: float, momentum: float) -> torch.Tensor:
@@ -241,7 +290,7 @@ def dil_conv(run: CellPass, op: DilConv, src: "_Shared") -> torch.Tensor:
     dw = op.depthwise
     if _reads_even_phase(run, dw):
         k = dw.kernel_size[0]
-        y = F.conv2d(src.phase(0, 0), dw.weight, None, 1, (k - 1) // 2, 1, dw.groups)
+        y = conv2d(src.phase(0, 0), dw.weight, None, 1, (k - 1) // 2, 1, dw.groups)
     else:
         y = depthwise(run, src.relu, dw)
     return pointwise(run, y, op.pointwise)
@@ -254,7 +303,7 @@ def dil_conv_in_phases(run: CellPass, op: DilConv, phases: torch.Tensor) -> torc
     in phase space, and their sum is interleaved back once."""
     dw = op.depthwise
     k = dw.kernel_size[0]
-    y = F.conv2d(phases, dw.weight, None, 1, (k - 1) // 2, 1, dw.groups)
+    y = conv2d(phases, dw.weight, None, 1, (k - 1) // 2, 1, dw.groups)
     return pointwise(run, y, op.pointwise)
 
 
@@ -262,11 +311,11 @@ def factorized_reduce(run: CellPass, op: FactorizedReduce, src: "_Shared") -> to
     """The skip of a reduction edge up to its BN. Its two stride-2 1x1 convs read phases (0, 0) and (1, 1)
     of ``relu(x)`` (shared by the source; odd sizes shift and pad as the module does)."""
     r = src.relu
-    a = F.conv2d(src.phase(0, 0), op.conv_1.weight, op.conv_1.bias)
+    a = conv2d(src.phase(0, 0), op.conv_1.weight, op.conv_1.bias)
     if r.shape[-1] % 2 or r.shape[-2] % 2:
         b = pointwise(run, F.pad(r[:, :, 1:, 1:], (0, 1, 0, 1)), op.conv_2)
     else:
-        b = F.conv2d(src.phase(1, 1), op.conv_2.weight, op.conv_2.bias)
+        b = conv2d(src.phase(1, 1), op.conv_2.weight, op.conv_2.bias)
     return concat_channels((a, b), run.layout)
 
 
@@ -361,8 +410,14 @@ def _source_contributions(run: CellPass, cell, h: torch.Tensor, edges: Sequence[
 
 
 def _recomputes(options: FastOptions, cell) -> bool:
+    """Is ``cell`` recomputed in this pass? ``"first_stage"`` recomputes only in passes that train the cell's
+    weights: with them frozen (an architecture step) no convolution keeps its input, and the cell keeps
+    about half as much."""
     mode = options.recompute
-    return mode == "all" or (mode == "first_stage" and not cell.reduction and getattr(cell, "stage", 0) == 0)
+    if mode == "all":
+        return True
+    return (mode == "first_stage" and not cell.reduction and getattr(cell, "stage", 0) == 0
+            and any(p.requires_grad for p in cell.parameters()))
 
 
 def fast_cell_forward(cell, states: List[torch.Tensor], edge_weights: torch.Tensor,

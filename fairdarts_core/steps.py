@@ -19,8 +19,9 @@ synchronise a GPU.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -77,20 +78,37 @@ def _set_grads(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) ->
         p.grad = g
 
 
+@contextmanager
+def frozen(params: Sequence[torch.Tensor]) -> Iterator[None]:
+    """Within the block, ``params`` require no gradient (their flags are restored on leaving). A forward pass
+    run inside builds a graph that reaches alpha alone, and the fast path keeps nothing that only the
+    weights' gradients need (:func:`fairdarts_core.fast.conv2d`)."""
+    was = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, r in zip(params, was):
+            p.requires_grad_(r)
+
+
 def arch_step(model, batch_val: Batch, a_optimizer: torch.optim.Optimizer, zero_one: ZeroOne = ZeroOne(),
               precision: Precision = OFF) -> Stats:
     """One first-order architecture step on a validation batch.
 
-    ``torch.autograd.grad`` w.r.t. alpha only: autograd then skips every weight-gradient kernel of the
-    backward pass (it still needs the gradients w.r.t. the activations to reach alpha). The forward pass runs
-    in ``precision``'s autocast; the loss and alpha stay float32 (:mod:`fairdarts_core.precision`).
+    The network weights are :func:`frozen` and ``torch.autograd.grad`` asks for alpha's gradient alone:
+    autograd skips every weight-gradient kernel of the backward pass (it still needs the gradients w.r.t. the
+    activations to reach alpha), and the fast path keeps no convolution inputs. The forward pass runs in
+    ``precision``'s autocast; the loss and alpha stay float32 (:mod:`fairdarts_core.precision`).
     """
     x, y = batch_val
     alphas = model.arch_parameters()
-    with precision.autocast():
-        logits = model(x)
-    loss, ce, _ = arch_loss(model, logits, y, zero_one)
-    _set_grads(alphas, torch.autograd.grad(precision.scale(loss), alphas))
+    with frozen(model.network_parameters()):
+        with precision.autocast():
+            logits = model(x)
+        loss, ce, _ = arch_loss(model, logits, y, zero_one)
+        _set_grads(alphas, torch.autograd.grad(precision.scale(loss), alphas))
     precision.unscale(a_optimizer)
     precision.step(a_optimizer)
     return batch_stats("val", logits, y, ce)

@@ -2,6 +2,7 @@
 whole search steps. (Correctness only; speed is measured by ``fairdarts bench search-step``.)"""
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -10,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fairdarts_core import Supernet, fast, fast_layout, fast_memory, fast_sum
+from fairdarts_core import Supernet, fast, fast_layout, fast_memory, fast_sum, steps
 from fairdarts_core.cli import main
 from fairdarts_core.fast import FastOptions
 from fairdarts_core.ops import OP_SETS, FactorizedReduce, SepConv
@@ -418,6 +419,86 @@ def test_small_cells_skip_the_memory_options(monkeypatch):
     fst.set_formulation("fast", FastOptions(recompute="none", memory_min_elements=first_reduction_cell))
     fst(x).sum().backward()
     assert "pack" in calls and "checkpoint" not in calls
+
+
+# --- the architecture step's frozen weights (steps.frozen, fast.conv2d) ---------------------------------------
+CONV_CASES = [  # (input shape, weight shape, stride, padding, dilation, groups)
+    ((2, 6, 9, 9), (6, 6, 1, 1), 1, 0, 1, 1),
+    ((2, 6, 9, 9), (6, 1, 3, 3), 1, 1, 1, 6),
+    ((2, 6, 9, 9), (6, 1, 5, 5), 2, 4, 2, 6),
+    ((2, 6, 8, 8), (3, 6, 1, 1), 2, 0, 1, 1),
+]
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_a_frozen_convolution_keeps_its_weight_and_gives_the_same_input_gradient(case, layout):
+    shape, w_shape, stride, padding, dilation, groups = case
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(shape, generator=g).contiguous(memory_format=layout).requires_grad_()
+    weight = torch.randn(w_shape, generator=g)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = fast.conv2d(x, weight, None, stride, padding, dilation, groups)
+    assert len(saved) == 1 and saved[0] is weight  # the input is not kept
+    y_ref = F.conv2d(x, weight, None, stride, padding, dilation, groups)
+    assert torch.equal(y, y_ref)
+    g_out = torch.randn(y.shape, generator=g).contiguous(memory_format=layout)
+    (gx,) = torch.autograd.grad(y, x, g_out)
+    (gx_ref,) = torch.autograd.grad(y_ref, x, g_out)
+    assert torch.equal(gx, gx_ref)  # the same kernel: bit for bit
+    weight.requires_grad_()  # a trained weight: autograd's own node (it keeps both)
+    assert fast.conv2d(x, weight, None, stride, padding, dilation, groups).grad_fn.name() == "ConvolutionBackward0"
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_the_frozen_architecture_step_changes_no_bit(monkeypatch, fused):
+    """Three bi-level steps with the weights frozen in the architecture step, and with them left trainable (the
+    gradient asked for alpha alone either way): bit for bit the same, with every memory option on."""
+    x, y = data(torch.float32, batch=4, res=8)
+    options = FastOptions(recompute="first_stage", memory_min_elements=0, fused_sums=fused, fused_min_elements=0)
+    results = []
+    for freeze in (True, False):
+        if not freeze:
+            monkeypatch.setattr(steps, "frozen", lambda params: contextlib.nullcontext())
+        _, fst = twin_models("sigmoid", "fair_darts", torch.float32, alpha_init_std=1e-3, noise=0.3,
+                             options=options)
+        torch.manual_seed(11)
+        alphas, weights = three_steps(fst, x, y)
+        assert all(p.requires_grad for p in fst.network_parameters())  # restored after each step
+        results.append(alphas + weights + [b.clone() for b in fst.buffers()])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
+def test_frozen_restores_the_flags_after_an_error():
+    params = [torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2), requires_grad=False)]
+    with pytest.raises(RuntimeError):
+        with steps.frozen(params):
+            assert not any(p.requires_grad for p in params)
+            raise RuntimeError
+    assert [p.requires_grad for p in params] == [True, False]
+
+
+def test_first_stage_recomputes_in_weight_steps_only(monkeypatch):
+    """``recompute="first_stage"`` checkpoints the full-resolution cells when their weights train; an
+    architecture step (weights frozen, no convolution inputs kept) recomputes nothing; ``"all"`` recomputes
+    in both."""
+    calls = []
+    real = fast.recompute_in_backward
+    monkeypatch.setattr(fast, "recompute_in_backward", lambda *a: calls.append(1) or real(*a))
+    _, fst = twin_models("sigmoid", "fair_darts", torch.float32, layers=3)
+    x, y = data(torch.float32, batch=4, res=8)
+    w_opt = torch.optim.SGD(fst.network_parameters(), lr=0.01)
+    a_opt = torch.optim.Adam(fst.arch_parameters(), lr=1e-3)
+    full_resolution_cells = sum(not c.reduction and c.stage == 0 for c in fst.cells)
+    for mode, arch_calls, weight_calls in (("first_stage", 0, full_resolution_cells), ("all", 3, 3)):
+        fst.set_formulation("fast", FastOptions(recompute=mode, memory_min_elements=0))
+        calls.clear()
+        steps.arch_step(fst, (x, y), a_opt)
+        assert len(calls) == arch_calls, mode
+        calls.clear()
+        steps.weight_step(fst, (x, y), w_opt, grad_clip=5.0)
+        assert len(calls) == weight_calls, mode
 
 
 # --- the fused node sums (FastOptions.fused_sums) ------------------------------------------------------------
