@@ -36,7 +36,7 @@ ones, for which oneDNN has no fast kernel, and by pools/BN in the NCHW layout. W
   strided channel slices).
 * **Frozen weights in the architecture step** (:func:`fairdarts_core.steps.arch_step` freezes them): a
   convolution whose weight needs no gradient keeps its weight, not its input (:func:`conv2d`), so such a
-  pass keeps about half the activations of a weight step and recomputes no cell.
+  pass keeps about half the activations of a weight step.
 * The ``none`` op contributes exactly zero: it is skipped. Each edge and node keeps one running sum (or, fused,
   each node one).
 * **Noise on skip** (Fair DARTS's DARTS experiment): as in the reference ``MixedOp``, only identity skips
@@ -48,19 +48,22 @@ kernels run on the same inputs, and ``tests/test_fast.py`` checks three whole st
 * **Recomputation** of whole cells (``recompute``): the mixed edges of a cell keep only the cell's two
   preprocessed inputs and are recomputed in the backward pass, with the same batch statistics and skip
   noise and without a second update of the BN running statistics. It costs one more forward pass of the
-  cell, so by default (``"first_stage"``) only the normal cells before the first reduction, at full
-  resolution, are recomputed, and only in passes that train the weights: they hold the largest
-  activations. ``"all"`` recomputes every cell in every pass, ``"none"`` none.
-* **Rebuilding cheap activations** (``rebuild_cheap``, the other cells): autograd stores a recipe instead
-  of a tensor for every 1x1 convolution's output (with a trained weight), the ReLU inside every SepConv (BN + ReLU of the rebuilt
-  1x1 output), and the per-source ReLU, phases, pools and pool BN; the backward pass rebuilds each once.
-  The expensive depthwise convolution outputs are kept.
+  cell. ``"first_stage"`` recomputes the normal cells before the first reduction, at full resolution
+  (the largest activations), in passes that train the weights; ``"all"`` every cell in every pass;
+  ``"none"`` (the default) none: rebuilding (next) keeps about as little for less work.
+* **Rebuilding activations** (``rebuild_cheap``, the cells not recomputed): autograd stores a recipe instead
+  of a tensor for every activation one op computes from another, each as cheap as a pass over memory: the
+  depthwise and 1x1 convolution outputs, the ReLU inside every SepConv (BN + ReLU of the rebuilt 1x1
+  output), the per-source ReLU, phases, pools and pool BN. A cell then keeps little more than its node
+  values; the backward pass rebuilds each activation once, when it first needs it, which costs a fraction
+  of recomputing the whole cell (its BN statistics and sums too), and never holds a whole cell's activations
+  at once. (In the architecture step, whose frozen convolutions keep no inputs, the 1x1 outputs stay: BN
+  keeps them, and a recipe would keep the convolution's input instead.)
 
 Both apply only to cells whose input has at least ``memory_min_elements`` elements (batch x channels x
 height x width; 2**20 by default: at the paper shape, the two normal cells before the first reduction and
 the two reduction cells): for small activations memory is no concern, and the extra work is mostly
-per-call overhead. (2**19 adds the paper shape's two middle normal cells: 7.8 against 7.1 s per step at a
-peak of 3.0 against 3.4 GB, two threads; with the fused sums, 3.4 GB is 0.35 of the reference path's peak.)
+per-call overhead. (``book/benchmarks.ipynb`` has the measured time and peak memory of each setting.)
 
 The switches are a value, :class:`FastOptions`, given to the supernet (``SupernetConfig.fast_options``);
 what one call of a cell needs besides (whether BN statistics may be updated, its rebuild recipes) lives in
@@ -95,8 +98,8 @@ class FastOptions:
 
     channels_last: bool = True          # run the cell in the channels_last memory layout
     dilated_as_phases: bool = True      # dilation-2 depthwise convs as undilated convs on 2x2 polyphase images
-    recompute: str = "first_stage"      # which cells keep only their inputs and recompute their mixed edges
-    rebuild_cheap: bool = True          # other cells: drop cheap activations (1x1 conv outputs...), rebuild them
+    recompute: str = "none"             # which cells keep only their inputs and recompute their mixed edges
+    rebuild_cheap: bool = True          # other cells: drop the activations of each op (conv outputs...), rebuild them
     memory_min_elements: int = 2 ** 20  # cells with smaller inputs (batch x C x H x W) use neither of the two
     fused_sums: bool = True             # add each node's BN terms in place, without writing each BN output
     fused_min_elements: int = 2 ** 18   # cells with smaller inputs add their terms exactly as computed
@@ -214,11 +217,12 @@ def module_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
 
 def depthwise(run: CellPass, x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """``conv(x)`` for a depthwise convolution; stride-1 dilation-2 ones via the polyphase trick (see
-    module doc). (The cell itself routes whole dilated ops into phase space; this covers the rest.)"""
+    module doc). (The cell itself routes whole dilated ops into phase space; this covers the rest.) Autograd
+    may drop the output and rebuild it from ``x``, itself kept or rebuilt."""
     k = conv.kernel_size[0]
     if (conv.dilation != (2, 2) or conv.stride != (1, 1) or conv.padding != (k - 1, k - 1) or k % 2 == 0
             or not run.options.dilated_as_phases):
-        return module_conv(x, conv)
+        return run.rebuildable(module_conv(x, conv), module_conv, x, conv)
     return _dilated_by_phases(x, conv.weight, conv.groups, run.layout)
 
 
@@ -303,7 +307,8 @@ def dil_conv_in_phases(run: CellPass, op: DilConv, phases: torch.Tensor) -> torc
     in phase space, and their sum is interleaved back once."""
     dw = op.depthwise
     k = dw.kernel_size[0]
-    y = conv2d(phases, dw.weight, None, 1, (k - 1) // 2, 1, dw.groups)
+    conf = (dw.weight, None, 1, (k - 1) // 2, 1, dw.groups)
+    y = run.rebuildable(conv2d(phases, *conf), conv2d, phases, *conf)
     return pointwise(run, y, op.pointwise)
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from fairdarts_core import Supernet, fast, fast_layout, fast_memory, fast_sum, steps
 from fairdarts_core.cli import main
 from fairdarts_core.fast import FastOptions
-from fairdarts_core.ops import OP_SETS, FactorizedReduce, SepConv
+from fairdarts_core.ops import OP_SETS, DilConv, FactorizedReduce, SepConv
 from fairdarts_core.steps import ZeroOne, bilevel_step
 
 TOL = {torch.float64: 1e-9, torch.float32: 1e-4}
@@ -204,7 +204,7 @@ def test_fast_is_the_default_and_reference_stays_selectable():
 
 
 def test_fast_options_are_a_validated_frozen_value():
-    assert FastOptions() == FastOptions(channels_last=True, dilated_as_phases=True, recompute="first_stage",
+    assert FastOptions() == FastOptions(channels_last=True, dilated_as_phases=True, recompute="none",
                                         rebuild_cheap=True, memory_min_elements=2 ** 20, fused_sums=True,
                                         fused_min_elements=2 ** 18)
     with pytest.raises(ValueError, match="recompute='some'; choose one of none, first_stage, all"):
@@ -379,8 +379,8 @@ def test_memory_options_give_bit_identical_steps(relaxation, op_set, fused):
 
 
 def test_rebuild_drops_the_cheap_activations(monkeypatch):
-    """Under the rebuild hooks autograd stores recipes, not tensors, for every 1x1 conv output, the inner
-    ReLU of every SepConv and the shared per-source tensors; the backward pass rebuilds each once."""
+    """Under the rebuild hooks autograd stores recipes, not tensors, for every depthwise and 1x1 conv output,
+    the inner ReLU of every SepConv and the shared per-source tensors; the backward pass rebuilds each once."""
     _, fst = twin_models("sigmoid", "fair_darts", torch.float32,
                          options=FastOptions(recompute="none", memory_min_elements=0))
     x, y = data(torch.float32, batch=4, res=8)
@@ -399,8 +399,10 @@ def test_rebuild_drops_the_cheap_activations(monkeypatch):
     monkeypatch.setattr(fast_memory._Rebuild, "get", counting_get)
     torch.autograd.grad(F.cross_entropy(fst(x), y), fst.network_parameters())
     recipes = {id(r) for r in packed if isinstance(r, fast_memory._Rebuild)}
-    sep_convs = sum(isinstance(op, SepConv) for cell in fst.cells for edge in cell.edges for op in edge.ops)
-    assert len(recipes) >= 3 * sep_convs  # two 1x1 outputs and one inner ReLU per SepConv, at least
+    ops = [op for cell in fst.cells for edge in cell.edges for op in edge.ops]
+    sep_convs, dil_convs = sum(isinstance(op, SepConv) for op in ops), sum(isinstance(op, DilConv) for op in ops)
+    # two depthwise and two 1x1 outputs and one inner ReLU per SepConv, a depthwise and a 1x1 output per DilConv
+    assert len(recipes) >= 5 * sep_convs + 2 * dil_convs
     assert sum(built) == len(recipes)  # each recipe computed once, however many nodes saved it
 
 
