@@ -431,7 +431,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "backward pass (default: on)")
     p.add_argument("--fused", action=argparse.BooleanOptionalAction, default=_DEFAULTS.fused_sums,
                    help="the fast side adds each node's BN terms in place, on cells of at least "
-                        f"{_DEFAULTS.fused_min_elements} elements (default: on)")
+                        f"{_DEFAULTS.reorder_min_elements} elements (default: on)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the weight step")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory children")

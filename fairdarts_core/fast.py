@@ -16,12 +16,15 @@ ones, for which oneDNN has no fast kernel, and by pools/BN in the NCHW layout. W
 * **Weights folded into the last BN.** ``w * BN(z)`` with a non-affine BN is ``BN(z)`` with ``gamma = w``:
   one fused kernel, and autograd keeps one tensor fewer per op alive for the backward pass.
 * **Fused node sums** (``fused_sums``, in training mode, on cells whose input has at least
-  ``fused_min_elements`` elements): with batch statistics ``w * BN(z) = a * z + b`` per channel, so a node
+  ``reorder_min_elements`` elements): with batch statistics ``w * BN(z) = a * z + b`` per channel, so a node
   adds ``a * z`` of each term in place into one tensor and the offsets ``b`` once at the end; no BN output
   is written and nothing is allocated per term. BN's own backward pass gives the gradients
   (:mod:`fairdarts_core.fast_sum`). This sum rounds differently from the exact one (terms computed, then
   added edge by edge), which smaller cells keep: the recorded searches ran at those sizes, and there the
   extra small operations per term cost more than they save.
+* **The weight gradient of a 5x5 depthwise convolution on an image of at most 25 pixels** (``matmul_weight_grad``,
+  on the same cells as the fused sums) as a batched matmul (:mod:`fairdarts_core.fast_depthwise`): oneDNN has no
+  fast kernel for it, and the last stage's dilated 5x5 convolutions run on 4x4 phases.
 * **Dilated depthwise convolutions as undilated ones** on the four polyphase sub-images (space-to-batch):
   a dilation-2 convolution of an image is an ordinary convolution of each of its 2x2 phases. The 1x1
   conv and the BN after it treat every pixel alike, so a whole ``dil_conv`` runs in phase space: each
@@ -78,6 +81,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fast_depthwise import SmallImageDepthwise, covers_image
 from .fast_layout import concat_channels, from_phases, phase, space_to_batch, to_phases
 from .fast_memory import Rebuilds, recompute_in_backward
 from .fast_sum import InPlaceSum, RunningSum, batch_norm, update_counter
@@ -102,15 +106,17 @@ class FastOptions:
     rebuild_cheap: bool = True          # other cells: drop the activations of each op (conv outputs...), rebuild them
     memory_min_elements: int = 2 ** 20  # cells with smaller inputs (batch x C x H x W) use neither of the two
     fused_sums: bool = True             # add each node's BN terms in place, without writing each BN output
-    fused_min_elements: int = 2 ** 18   # cells with smaller inputs add their terms exactly as computed
+    matmul_weight_grad: bool = True     # 5x5 depthwise convs on images of <= 25 pixels: weight gradient by bmm
+    reorder_min_elements: int = 2 ** 18  # smaller cells (input elements) use neither of the two: they keep the
+    #                                      order of the exact formulation, bit for bit (the recorded searches)
 
     def __post_init__(self):
-        for name in ("channels_last", "dilated_as_phases", "rebuild_cheap", "fused_sums"):
+        for name in ("channels_last", "dilated_as_phases", "rebuild_cheap", "fused_sums", "matmul_weight_grad"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"fast option {name} must be true or false; got {getattr(self, name)!r}")
         if self.recompute not in RECOMPUTE:
             raise ValueError(f"fast option recompute={self.recompute!r}; choose one of {', '.join(RECOMPUTE)}")
-        for name in ("memory_min_elements", "fused_min_elements"):
+        for name in ("memory_min_elements", "reorder_min_elements"):
             m = getattr(self, name)
             if isinstance(m, bool) or not isinstance(m, int) or m < 0:
                 raise ValueError(f"fast option {name} must be an integer >= 0; got {m!r}")
@@ -127,11 +133,13 @@ class CellPass:
 
     ``update_stats`` is False while a checkpointed cell is recomputed in the backward pass (its BN running
     statistics were updated by the first call); ``rebuilds`` holds the rebuild recipes while the cell runs
-    under the rebuild hooks (``None``: nothing is rebuilt)."""
+    under the rebuild hooks (``None``: nothing is rebuilt); ``reordered``: the cell is large enough
+    (``options.reorder_min_elements``) for the ideas that round differently from the exact formulation."""
 
     options: FastOptions
     update_stats: bool = True
     rebuilds: Optional[Rebuilds] = None
+    reordered: bool = False
 
     @property
     def layout(self) -> torch.memory_format:
@@ -210,6 +218,16 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     return _ConvInputGradient.apply(x, weight, bias, stride, padding, dilation, groups)
 
 
+def cell_conv2d(run: CellPass, x: torch.Tensor, weight: torch.Tensor, padding=0, groups: int = 1) -> torch.Tensor:
+    """A stride-1 convolution without bias inside a cell: :func:`conv2d`, or, in a reordered cell, for a
+    depthwise convolution whose kernel covers the image, :class:`~fairdarts_core.fast_depthwise.SmallImageDepthwise`
+    (same forward kernel, so the same output bits; its weight gradient rounds differently)."""
+    if (run.reordered and run.options.matmul_weight_grad and torch.is_grad_enabled()
+            and covers_image(x, weight, 1, padding, 1, groups)):
+        return SmallImageDepthwise.apply(x, weight)
+    return conv2d(x, weight, None, 1, padding, 1, groups)
+
+
 def module_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """``conv(x)`` for a zero-padded ``nn.Conv2d``, through :func:`conv2d`."""
     return conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
@@ -220,6 +238,8 @@ def depthwise(run: CellPass, x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     module doc). (The cell itself routes whole dilated ops into phase space; this covers the rest.) Autograd
     may drop the output and rebuild it from ``x``, itself kept or rebuilt."""
     k = conv.kernel_size[0]
+    if conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.bias is None:
+        return run.rebuildable(cell_conv2d(run, x, conv.weight, conv.padding, conv.groups), module_conv, x, conv)
     if (conv.dilation != (2, 2) or conv.stride != (1, 1) or conv.padding != (k - 1, k - 1) or k % 2 == 0
             or not run.options.dilated_as_phases):
         return run.rebuildable(module_conv(x, conv), module_conv, x, conv)
@@ -308,7 +328,7 @@ def dil_conv_in_phases(run: CellPass, op: DilConv, phases: torch.Tensor) -> torc
     dw = op.depthwise
     k = dw.kernel_size[0]
     conf = (dw.weight, None, 1, (k - 1) // 2, 1, dw.groups)
-    y = run.rebuildable(conv2d(phases, *conf), conv2d, phases, *conf)
+    y = run.rebuildable(cell_conv2d(run, phases, dw.weight, (k - 1) // 2, dw.groups), conv2d, phases, *conf)
     return pointwise(run, y, op.pointwise)
 
 
@@ -435,17 +455,18 @@ def fast_cell_forward(cell, states: List[torch.Tensor], edge_weights: torch.Tens
     # Small activations: memory is no concern and the extra work is mostly per-call overhead (both options
     # together cost ~40% of a step at the cpu preset's shape), so they run as they are.
     large = states[1].numel() >= options.memory_min_elements
+    reordered = states[1].numel() >= options.reorder_min_elements
     checkpointed = large and _recomputes(options, cell)
     if large and options.rebuild_cheap and torch.is_grad_enabled() and not checkpointed:
         rebuilds = Rebuilds()
         with rebuilds.hooks():
-            return _cell_body(CellPass(options, rebuilds=rebuilds), cell, states, edge_weights, noise)
+            return _cell_body(CellPass(options, rebuilds=rebuilds, reordered=reordered), cell, states, edge_weights, noise)
     if checkpointed and torch.is_grad_enabled():
         def body(first: bool, s0, s1, w, *nz):  # later calls are autograd's recomputation: no stats update
-            return _cell_body(CellPass(options, update_stats=first), cell, [s0, s1], w, nz[0] if nz else None)
+            return _cell_body(CellPass(options, update_stats=first, reordered=reordered), cell, [s0, s1], w, nz[0] if nz else None)
 
         return recompute_in_backward(body, states[0], states[1], edge_weights, *(() if noise is None else (noise,)))
-    return _cell_body(CellPass(options), cell, states, edge_weights, noise)
+    return _cell_body(CellPass(options, reordered=reordered), cell, states, edge_weights, noise)
 
 
 def _cell_body(run: CellPass, cell, states: List[torch.Tensor], edge_weights: torch.Tensor,
@@ -458,7 +479,7 @@ def _cell_body(run: CellPass, cell, states: List[torch.Tensor], edge_weights: to
         return from_phases(y, batch, run.layout)
 
     # (eval mode: the BNs use their running statistics, so there is nothing to fuse; the exact order stays)
-    fused = run.options.fused_sums and cell.training and states[1].numel() >= run.options.fused_min_elements
+    fused = run.options.fused_sums and cell.training and run.reordered
     nodes: Dict[int, Sum] = {}  # the sum of each node's incoming edges, in source order
     for src in range(cell.steps + 2):
         if src >= 2:

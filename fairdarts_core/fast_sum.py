@@ -15,7 +15,7 @@ to add them up, with one interface (``add_scaled``, ``add_batch_norm``, ``phases
   the exact path's; the sum itself rounds differently (another order of the same additions).
 
 The fused sum pays a few small per-channel operations per term, which cost more than they save on small
-activations: it runs only on cells whose input has at least ``FastOptions.fused_min_elements`` elements
+activations: it runs only on cells whose input has at least ``FastOptions.reorder_min_elements`` elements
 (measured: at [32, 8, 16, 16] six fused terms take 0.56 ms against 0.46 ms; at [32, 16, 16, 16] 0.46 against
 0.57 ms; at [64, 16, 16, 16] 1.0 against 1.7 ms; at the paper shape's [64, 16, 32, 32] 3.3 against 7.1 ms;
 two threads). The default, 2**18, also keeps every cell of the recorded searches (at most 2**17 elements)

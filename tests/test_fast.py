@@ -61,15 +61,15 @@ def assert_same(a, b, tol, what, floor=0.0):
     assert err <= tol, f"{what}: relative error {err:.3g} > {tol}"
 
 
-# The tiny test cells are below the default memory_min_elements and fused_min_elements: force the memory
+# The tiny test cells are below the default memory_min_elements and reorder_min_elements: force the memory
 # options and the fused sums on.
 MEMORY_SETTINGS = {
     "plain": FastOptions(recompute="none", rebuild_cheap=False),
     "recompute_all": FastOptions(recompute="all", memory_min_elements=0),
     "rebuild": FastOptions(recompute="none", rebuild_cheap=True, memory_min_elements=0),
-    "fused": FastOptions(recompute="none", rebuild_cheap=False, fused_min_elements=0),
-    "fused_recompute_all": FastOptions(recompute="all", memory_min_elements=0, fused_min_elements=0),
-    "fused_rebuild": FastOptions(recompute="none", rebuild_cheap=True, memory_min_elements=0, fused_min_elements=0),
+    "fused": FastOptions(recompute="none", rebuild_cheap=False, reorder_min_elements=0),
+    "fused_recompute_all": FastOptions(recompute="all", memory_min_elements=0, reorder_min_elements=0),
+    "fused_rebuild": FastOptions(recompute="none", rebuild_cheap=True, memory_min_elements=0, reorder_min_elements=0),
 }
 
 
@@ -177,10 +177,10 @@ def three_steps(model, x, y):
 
 
 @pytest.mark.parametrize("relaxation,op_set", [("sigmoid", "fair_darts"), ("softmax", "darts")])
-@pytest.mark.parametrize("fused_min_elements", [FastOptions().fused_min_elements, 0])
-def test_three_bilevel_steps_give_the_same_alpha(relaxation, op_set, fused_min_elements):
+@pytest.mark.parametrize("reorder_min_elements", [FastOptions().reorder_min_elements, 0])
+def test_three_bilevel_steps_give_the_same_alpha(relaxation, op_set, reorder_min_elements):
     ref, fst = twin_models(relaxation, op_set, torch.float64, alpha_init_std=1e-3, layers=3,
-                           options=FastOptions(fused_min_elements=fused_min_elements))
+                           options=FastOptions(reorder_min_elements=reorder_min_elements))
     x, y = data()
     a_ref, w_ref = three_steps(ref, x, y)
     a_fst, w_fst = three_steps(fst, x, y)
@@ -206,7 +206,7 @@ def test_fast_is_the_default_and_reference_stays_selectable():
 def test_fast_options_are_a_validated_frozen_value():
     assert FastOptions() == FastOptions(channels_last=True, dilated_as_phases=True, recompute="none",
                                         rebuild_cheap=True, memory_min_elements=2 ** 20, fused_sums=True,
-                                        fused_min_elements=2 ** 18)
+                                        reorder_min_elements=2 ** 18)
     with pytest.raises(ValueError, match="recompute='some'; choose one of none, first_stage, all"):
         FastOptions(recompute="some")
     with pytest.raises(ValueError, match="channels_last must be true or false"):
@@ -216,8 +216,8 @@ def test_fast_options_are_a_validated_frozen_value():
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="memory_min_elements must be an integer >= 0"):
             FastOptions(memory_min_elements=bad)
-        with pytest.raises(ValueError, match="fused_min_elements must be an integer >= 0"):
-            FastOptions(fused_min_elements=bad)
+        with pytest.raises(ValueError, match="reorder_min_elements must be an integer >= 0"):
+            FastOptions(reorder_min_elements=bad)
     with pytest.raises(dataclasses.FrozenInstanceError):
         FastOptions().recompute = "all"
     for module in (fast, fast_layout, fast_memory, fast_sum):  # nothing a caller could flip process-wide
@@ -367,7 +367,7 @@ def test_memory_options_give_bit_identical_steps(relaxation, op_set, fused):
     for recompute, rebuild in MEMORY_OPTIONS:
         # memory_min_elements 0: the tiny test cells use the memory options too (and the fused sums, if asked)
         options = FastOptions(recompute=recompute, rebuild_cheap=rebuild, memory_min_elements=0,
-                              fused_sums=fused, fused_min_elements=0)
+                              fused_sums=fused, reorder_min_elements=0)
         _, fst = twin_models(relaxation, op_set, torch.float32, alpha_init_std=1e-3, noise=0.3, options=options)
         torch.manual_seed(11)
         alphas, weights = three_steps(fst, x, y)
@@ -458,7 +458,7 @@ def test_the_frozen_architecture_step_changes_no_bit(monkeypatch, fused):
     """Three bi-level steps with the weights frozen in the architecture step, and with them left trainable (the
     gradient asked for alpha alone either way): bit for bit the same, with every memory option on."""
     x, y = data(torch.float32, batch=4, res=8)
-    options = FastOptions(recompute="first_stage", memory_min_elements=0, fused_sums=fused, fused_min_elements=0)
+    options = FastOptions(recompute="first_stage", memory_min_elements=0, fused_sums=fused, reorder_min_elements=0)
     results = []
     for freeze in (True, False):
         if not freeze:
@@ -505,7 +505,7 @@ def test_first_stage_recomputes_in_weight_steps_only(monkeypatch):
 
 # --- the fused node sums (FastOptions.fused_sums) ------------------------------------------------------------
 def test_small_cells_sum_exactly_and_large_ones_fused(monkeypatch):
-    """Below ``fused_min_elements`` a cell adds its terms exactly (the order the recorded searches used);
+    """Below ``reorder_min_elements`` a cell adds its terms exactly (the order the recorded searches used);
     at or above it every node of the cell is one in-place sum; ``fused_sums=False`` turns it off."""
     made = []
     for cls in (fast_sum.RunningSum, fast_sum.InPlaceSum):
@@ -514,9 +514,9 @@ def test_small_cells_sum_exactly_and_large_ones_fused(monkeypatch):
     _, fst = twin_models("sigmoid", "fair_darts", torch.float32)
     x, y = data(torch.float32, batch=4, res=8)
     first_reduction_cell = 4 * 8 * 8 * 8  # the largest cell input: batch x C x H x W
-    for options, fused in ((FastOptions(fused_min_elements=first_reduction_cell + 1), False),
-                           (FastOptions(fused_min_elements=first_reduction_cell, fused_sums=False), False),
-                           (FastOptions(fused_min_elements=first_reduction_cell), True)):
+    for options, fused in ((FastOptions(reorder_min_elements=first_reduction_cell + 1), False),
+                           (FastOptions(reorder_min_elements=first_reduction_cell, fused_sums=False), False),
+                           (FastOptions(reorder_min_elements=first_reduction_cell), True)):
         fst.set_formulation("fast", options)
         made.clear()
         fst(x).sum().backward()

@@ -31,7 +31,7 @@ def _setup(seed: int, formulation: str):
     torch.manual_seed(seed)
     model = build_supernet(config, 1, 10)
     if fused:
-        model.set_formulation("fast", FastOptions(fused_min_elements=0))
+        model.set_formulation("fast", FastOptions(reorder_min_elements=0))
     g = torch.Generator().manual_seed(seed)
     size = config.image_size
     batches = [(torch.rand(16, 1, size, size, generator=g), torch.randint(0, 10, (16,), generator=g)) for _ in range(10)]
