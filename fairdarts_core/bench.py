@@ -78,6 +78,7 @@ class BenchSpec:
     recompute: str = _DEFAULTS.recompute  # the fast side's FastOptions.recompute: none, first_stage or all
     rebuild: bool = _DEFAULTS.rebuild_cheap  # the fast side's FastOptions.rebuild_cheap
     fused: bool = _DEFAULTS.fused_sums  # the fast side's FastOptions.fused_sums
+    matmul_grad: bool = _DEFAULTS.matmul_weight_grad  # the fast side's FastOptions.matmul_weight_grad
     threads: Optional[int] = None  # torch intra-op threads; None: torch's default
     seed: int = 0
 
@@ -94,7 +95,7 @@ class BenchSpec:
     def fast_options(self) -> FastOptions:
         """The fast side's options (the switches not in the spec keep their defaults)."""
         return FastOptions(channels_last=self.channels_last, recompute=self.recompute, rebuild_cheap=self.rebuild,
-                           fused_sums=self.fused)
+                           fused_sums=self.fused, matmul_weight_grad=self.matmul_grad)
 
 
 @dataclass
@@ -246,7 +247,8 @@ def _shape(spec: BenchSpec) -> dict:
 
 
 def _options(spec: BenchSpec) -> dict:
-    return {k: getattr(spec, k) for k in ("device", "channels_last", "recompute", "rebuild", "fused", "bf16", "compile")}
+    keys = ("device", "channels_last", "recompute", "rebuild", "fused", "matmul_grad", "bf16", "compile")
+    return {k: getattr(spec, k) for k in keys}
 
 
 def search_step_report(spec: BenchSpec, repeat: int = 3, warmup: int = 1, memory: bool = True) -> dict:
@@ -369,7 +371,20 @@ def search_epoch_report(spec: BenchSpec, train_size: int = 25000, max_steps: Opt
 def _machine(spec: BenchSpec) -> str:
     if torch.device(spec.device).type == "cuda":
         return f"{torch.cuda.get_device_name(torch.device(spec.device))}, torch {torch.__version__}"
-    return f"{platform.processor() or platform.machine()}, {_cpu_count()} cores, torch {torch.__version__}"
+    kernels = torch.backends.cpu.get_cpu_capability()
+    return f"{_cpu_name()} ({kernels} kernels), {_cpu_count()} cores, torch {torch.__version__}"
+
+
+def _cpu_name() -> str:
+    """The CPU's model name where Linux says it (``/proc/cpuinfo``), else the architecture."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _cpu_count() -> int:
@@ -386,6 +401,8 @@ def format_report(r: dict) -> str:
              f"  fast:      {r['fast_ms']:10.1f} ms/step   speedup {r['speedup']:.2f}x   (recompute "
              f"{r['options']['recompute']}, rebuild {'on' if r['options']['rebuild'] else 'off'}"
              + ("" if "fused" not in r["options"] else f", fused sums {'on' if r['options']['fused'] else 'off'}")
+             + ("" if "matmul_grad" not in r["options"]
+                else f", matmul weight gradient {'on' if r['options']['matmul_grad'] else 'off'}")
              + ")"]
     if "fast_peak_mb" in r:
         lines += [f"  peak memory ({r['memory_method']}, one child process per side):",
@@ -432,6 +449,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fused", action=argparse.BooleanOptionalAction, default=_DEFAULTS.fused_sums,
                    help="the fast side adds each node's BN terms in place, on cells of at least "
                         f"{_DEFAULTS.reorder_min_elements} elements (default: on)")
+    p.add_argument("--matmul-grad", action=argparse.BooleanOptionalAction, default=_DEFAULTS.matmul_weight_grad,
+                   help="the fast side computes the weight gradient of 5x5 depthwise convolutions on images of at "
+                        "most 25 pixels as a batched matmul, on the same cells (default: on)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the weight step")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory children")
@@ -454,7 +474,8 @@ def run(args: argparse.Namespace) -> int:
     spec = BenchSpec(batch=args.batch, channels=args.channels, layers=args.layers, resolution=args.resolution,
                      in_channels=args.in_channels, device=device, channels_last=args.channels_last,
                      bf16=args.bf16, compile=args.compile, threads=getattr(args, "threads", None),
-                     recompute=args.recompute, rebuild=args.rebuild, fused=args.fused)
+                     recompute=args.recompute, rebuild=args.rebuild, fused=args.fused,
+                     matmul_grad=args.matmul_grad)
     as_json = getattr(args, "json", False)
     if args.what == "search-epoch":
         report = search_epoch_report(spec, max_steps=args.steps, formulation=args.formulation)

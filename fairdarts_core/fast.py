@@ -23,8 +23,9 @@ ones, for which oneDNN has no fast kernel, and by pools/BN in the NCHW layout. W
   added edge by edge), which smaller cells keep: the recorded searches ran at those sizes, and there the
   extra small operations per term cost more than they save.
 * **The weight gradient of a 5x5 depthwise convolution on an image of at most 25 pixels** (``matmul_weight_grad``,
-  on the same cells as the fused sums) as a batched matmul (:mod:`fairdarts_core.fast_depthwise`): oneDNN has no
-  fast kernel for it, and the last stage's dilated 5x5 convolutions run on 4x4 phases.
+  on the same cells as the fused sums; on the CPU, outside autocast) as a batched matmul
+  (:mod:`fairdarts_core.fast_depthwise`): oneDNN has no fast kernel for it, and the last stage's dilated 5x5
+  convolutions run on 4x4 phases.
 * **Dilated depthwise convolutions as undilated ones** on the four polyphase sub-images (space-to-batch):
   a dilation-2 convolution of an image is an ordinary convolution of each of its 2x2 phases. The 1x1
   conv and the BN after it treat every pixel alike, so a whole ``dil_conv`` runs in phase space: each
@@ -197,6 +198,9 @@ class _ConvInputGradient(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         weight, = ctx.saved_tensors
+        # Under autocast the forward's convolution ran on the weight cast to the autocast dtype, the gradient's
+        # dtype: the same cast gives the same bits (and oneDNN builds without bf16 refuse mixed dtypes).
+        weight = weight.to(g.dtype)
         stride, padding, dilation, groups = ctx.conf
         shape_only = torch.empty(ctx.x_shape, dtype=g.dtype, device=g.device, memory_format=ctx.x_layout)
         gx = torch.ops.aten.convolution_backward(g, shape_only, weight, None, _pair(stride), _pair(padding),
@@ -219,11 +223,12 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
 
 
 def cell_conv2d(run: CellPass, x: torch.Tensor, weight: torch.Tensor, padding=0, groups: int = 1) -> torch.Tensor:
-    """A stride-1 convolution without bias inside a cell: :func:`conv2d`, or, in a reordered cell, for a
-    depthwise convolution whose kernel covers the image, :class:`~fairdarts_core.fast_depthwise.SmallImageDepthwise`
-    (same forward kernel, so the same output bits; its weight gradient rounds differently)."""
-    if (run.reordered and run.options.matmul_weight_grad and torch.is_grad_enabled()
-            and covers_image(x, weight, 1, padding, 1, groups)):
+    """A stride-1 convolution without bias inside a cell: :func:`conv2d`, or, in a reordered cell on the CPU
+    (oneDNN's kernels) outside autocast, for a depthwise convolution whose kernel covers the image,
+    :class:`~fairdarts_core.fast_depthwise.SmallImageDepthwise` (same forward kernel, so the same output bits;
+    its weight gradient rounds differently)."""
+    if (run.reordered and run.options.matmul_weight_grad and torch.is_grad_enabled() and x.device.type == "cpu"
+            and not torch.is_autocast_enabled("cpu") and covers_image(x, weight, 1, padding, 1, groups)):
         return SmallImageDepthwise.apply(x, weight)
     return conv2d(x, weight, None, 1, padding, 1, groups)
 
@@ -460,10 +465,12 @@ def fast_cell_forward(cell, states: List[torch.Tensor], edge_weights: torch.Tens
     if large and options.rebuild_cheap and torch.is_grad_enabled() and not checkpointed:
         rebuilds = Rebuilds()
         with rebuilds.hooks():
-            return _cell_body(CellPass(options, rebuilds=rebuilds, reordered=reordered), cell, states, edge_weights, noise)
+            run = CellPass(options, rebuilds=rebuilds, reordered=reordered)
+            return _cell_body(run, cell, states, edge_weights, noise)
     if checkpointed and torch.is_grad_enabled():
         def body(first: bool, s0, s1, w, *nz):  # later calls are autograd's recomputation: no stats update
-            return _cell_body(CellPass(options, update_stats=first, reordered=reordered), cell, [s0, s1], w, nz[0] if nz else None)
+            run = CellPass(options, update_stats=first, reordered=reordered)
+            return _cell_body(run, cell, [s0, s1], w, nz[0] if nz else None)
 
         return recompute_in_backward(body, states[0], states[1], edge_weights, *(() if noise is None else (noise,)))
     return _cell_body(CellPass(options, reordered=reordered), cell, states, edge_weights, noise)

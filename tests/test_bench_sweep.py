@@ -67,7 +67,8 @@ def test_the_recorded_cpu_sweep_is_consistent():
         assert row["memory_ratio"] == pytest.approx(row["fast_peak_mb"] / row["reference_peak_mb"], abs=1e-3)
         assert row["repeat"] >= 3 and len(row["fast_all_ms"]) == row["repeat"]
         assert row["options"] == {"device": "cpu", "channels_last": True, "recompute": "none",
-                                  "rebuild": True, "fused": True, "bf16": False, "compile": False}
+                                  "rebuild": True, "fused": True, "matmul_grad": True, "bf16": False,
+                                  "compile": False}
     assert r["machine"] and r["date"]
 
 

@@ -453,6 +453,23 @@ def test_a_frozen_convolution_keeps_its_weight_and_gives_the_same_input_gradient
     assert fast.conv2d(x, weight, None, stride, padding, dilation, groups).grad_fn.name() == "ConvolutionBackward0"
 
 
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_a_frozen_convolution_under_bf16_autocast_is_autocasts_convolution(case):
+    """Under autocast the convolution runs in bf16 on a float32 weight; the backward pass uses that weight in
+    bf16 too (oneDNN builds without bf16 kernels refuse mixed dtypes), and gives autograd's own gradient."""
+    shape, w_shape, stride, padding, dilation, groups = case
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last).requires_grad_()
+    weight = torch.randn(w_shape, generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = fast.conv2d(x, weight, None, stride, padding, dilation, groups)
+        y_ref = F.conv2d(x, weight, None, stride, padding, dilation, groups)
+    assert y.dtype == torch.bfloat16 and torch.equal(y, y_ref)
+    g_out = torch.randn(y.shape, generator=g).to(torch.bfloat16)
+    (gx,), (gx_ref,) = torch.autograd.grad(y, x, g_out), torch.autograd.grad(y_ref, x, g_out)
+    assert gx.dtype == x.dtype and torch.equal(gx, gx_ref)
+
+
 @pytest.mark.parametrize("fused", [False, True])
 def test_the_frozen_architecture_step_changes_no_bit(monkeypatch, fused):
     """Three bi-level steps with the weights frozen in the architecture step, and with them left trainable (the
