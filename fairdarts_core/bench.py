@@ -79,6 +79,7 @@ class BenchSpec:
     rebuild: bool = _DEFAULTS.rebuild_cheap  # the fast side's FastOptions.rebuild_cheap
     fused: bool = _DEFAULTS.fused_sums  # the fast side's FastOptions.fused_sums
     matmul_grad: bool = _DEFAULTS.matmul_weight_grad  # the fast side's FastOptions.matmul_weight_grad
+    split_grad: bool = _DEFAULTS.split_weight_grad  # the fast side's FastOptions.split_weight_grad
     threads: Optional[int] = None  # torch intra-op threads; None: torch's default
     seed: int = 0
 
@@ -95,7 +96,8 @@ class BenchSpec:
     def fast_options(self) -> FastOptions:
         """The fast side's options (the switches not in the spec keep their defaults)."""
         return FastOptions(channels_last=self.channels_last, recompute=self.recompute, rebuild_cheap=self.rebuild,
-                           fused_sums=self.fused, matmul_weight_grad=self.matmul_grad)
+                           fused_sums=self.fused, matmul_weight_grad=self.matmul_grad,
+                           split_weight_grad=self.split_grad)
 
 
 @dataclass
@@ -247,7 +249,8 @@ def _shape(spec: BenchSpec) -> dict:
 
 
 def _options(spec: BenchSpec) -> dict:
-    keys = ("device", "channels_last", "recompute", "rebuild", "fused", "matmul_grad", "bf16", "compile")
+    keys = ("device", "channels_last", "recompute", "rebuild", "fused", "matmul_grad", "split_grad", "bf16",
+            "compile")
     return {k: getattr(spec, k) for k in keys}
 
 
@@ -403,6 +406,8 @@ def format_report(r: dict) -> str:
              + ("" if "fused" not in r["options"] else f", fused sums {'on' if r['options']['fused'] else 'off'}")
              + ("" if "matmul_grad" not in r["options"]
                 else f", matmul weight gradient {'on' if r['options']['matmul_grad'] else 'off'}")
+             + ("" if "split_grad" not in r["options"]
+                else f", split weight gradient {'on' if r['options']['split_grad'] else 'off'}")
              + ")"]
     if "fast_peak_mb" in r:
         lines += [f"  peak memory ({r['memory_method']}, one child process per side):",
@@ -452,6 +457,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--matmul-grad", action=argparse.BooleanOptionalAction, default=_DEFAULTS.matmul_weight_grad,
                    help="the fast side computes the weight gradient of 5x5 depthwise convolutions on images of at "
                         "most 25 pixels as a batched matmul, on the same cells (default: on)")
+    p.add_argument("--split-grad", action=argparse.BooleanOptionalAction, default=_DEFAULTS.split_weight_grad,
+                   help="the fast side computes the weight gradient of 5x5 depthwise convolutions on larger images "
+                        "as a 5x3 and two shifted 5x1 ones, on the same cells (default: on)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the weight step")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory children")
@@ -475,7 +483,7 @@ def run(args: argparse.Namespace) -> int:
                      in_channels=args.in_channels, device=device, channels_last=args.channels_last,
                      bf16=args.bf16, compile=args.compile, threads=getattr(args, "threads", None),
                      recompute=args.recompute, rebuild=args.rebuild, fused=args.fused,
-                     matmul_grad=args.matmul_grad)
+                     matmul_grad=args.matmul_grad, split_grad=args.split_grad)
     as_json = getattr(args, "json", False)
     if args.what == "search-epoch":
         report = search_epoch_report(spec, max_steps=args.steps, formulation=args.formulation)

@@ -22,10 +22,11 @@ ones, for which oneDNN has no fast kernel, and by pools/BN in the NCHW layout. W
   (:mod:`fairdarts_core.fast_sum`). This sum rounds differently from the exact one (terms computed, then
   added edge by edge), which smaller cells keep: the recorded searches ran at those sizes, and there the
   extra small operations per term cost more than they save.
-* **The weight gradient of a 5x5 depthwise convolution on an image of at most 25 pixels** (``matmul_weight_grad``,
-  on the same cells as the fused sums; on the CPU, outside autocast) as a batched matmul
-  (:mod:`fairdarts_core.fast_depthwise`): oneDNN has no fast kernel for it, and the last stage's dilated 5x5
-  convolutions run on 4x4 phases.
+* **The weight gradient of a 5x5 depthwise convolution** (on the same cells as the fused sums; on the CPU,
+  outside autocast; :mod:`fairdarts_core.fast_depthwise`), which oneDNN computes with a slow generic kernel:
+  on an image of at most 25 pixels as a batched matmul (``matmul_weight_grad``; the last stage's dilated 5x5
+  convolutions run on 4x4 phases), on larger ones as a 5x3 and two shifted 5x1 weight gradients, which
+  oneDNN's fast depthwise kernel computes (``split_weight_grad``).
 * **Dilated depthwise convolutions as undilated ones** on the four polyphase sub-images (space-to-batch):
   a dilation-2 convolution of an image is an ordinary convolution of each of its 2x2 phases. The 1x1
   conv and the BN after it treat every pixel alike, so a whole ``dil_conv`` runs in phase space: each
@@ -82,7 +83,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fast_depthwise import SmallImageDepthwise, covers_image
+from .fast_depthwise import WideDepthwise, is_wide_same_depthwise
 from .fast_layout import concat_channels, from_phases, phase, space_to_batch, to_phases
 from .fast_memory import Rebuilds, recompute_in_backward
 from .fast_sum import InPlaceSum, RunningSum, batch_norm, update_counter
@@ -108,11 +109,13 @@ class FastOptions:
     memory_min_elements: int = 2 ** 20  # cells with smaller inputs (batch x C x H x W) use neither of the two
     fused_sums: bool = True             # add each node's BN terms in place, without writing each BN output
     matmul_weight_grad: bool = True     # 5x5 depthwise convs on images of <= 25 pixels: weight gradient by bmm
-    reorder_min_elements: int = 2 ** 18  # smaller cells (input elements) use neither of the two: they keep the
+    split_weight_grad: bool = True      # 5x5 depthwise convs on larger images: weight gradient as 5x3 + 2 x 5x1
+    reorder_min_elements: int = 2 ** 18  # smaller cells (input elements) use none of these three: they keep the
     #                                      order of the exact formulation, bit for bit (the recorded searches)
 
     def __post_init__(self):
-        for name in ("channels_last", "dilated_as_phases", "rebuild_cheap", "fused_sums", "matmul_weight_grad"):
+        for name in ("channels_last", "dilated_as_phases", "rebuild_cheap", "fused_sums", "matmul_weight_grad",
+                     "split_weight_grad"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"fast option {name} must be true or false; got {getattr(self, name)!r}")
         if self.recompute not in RECOMPUTE:
@@ -224,12 +227,17 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
 
 def cell_conv2d(run: CellPass, x: torch.Tensor, weight: torch.Tensor, padding=0, groups: int = 1) -> torch.Tensor:
     """A stride-1 convolution without bias inside a cell: :func:`conv2d`, or, in a reordered cell on the CPU
-    (oneDNN's kernels) outside autocast, for a depthwise convolution whose kernel covers the image,
-    :class:`~fairdarts_core.fast_depthwise.SmallImageDepthwise` (same forward kernel, so the same output bits;
-    its weight gradient rounds differently)."""
-    if (run.reordered and run.options.matmul_weight_grad and torch.is_grad_enabled() and x.device.type == "cpu"
-            and not torch.is_autocast_enabled("cpu") and covers_image(x, weight, 1, padding, 1, groups)):
-        return SmallImageDepthwise.apply(x, weight)
+    (oneDNN's kernels) outside autocast, for a 'same' depthwise convolution wider than 3x3,
+    :class:`~fairdarts_core.fast_depthwise.WideDepthwise` (same forward kernel, so the same output bits;
+    its weight gradient rounds differently): on images of at most ``k * k`` pixels with ``matmul_weight_grad``,
+    on larger ones with ``split_weight_grad``."""
+    if (run.reordered and torch.is_grad_enabled() and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+            and is_wide_same_depthwise(x, weight, 1, padding, 1, groups)):
+        k = weight.shape[-1]
+        small = x.shape[-2] * x.shape[-1] <= k * k
+        chosen = run.options.matmul_weight_grad if small else run.options.split_weight_grad
+        if chosen:
+            return WideDepthwise.apply(x, weight)
     return conv2d(x, weight, None, 1, padding, 1, groups)
 
 

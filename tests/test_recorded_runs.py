@@ -676,8 +676,8 @@ HELD_OUT_BATCH = inspect.signature(data.held_out_batches).parameters["batch_size
 
 
 def test_no_recorded_search_runs_a_cell_on_the_fused_sums(monkeypatch):
-    """The fast path's fused node sums and its matmul weight gradient (5x5 depthwise convolutions on tiny
-    images) round differently from what the recorded searches computed; they start at
+    """The fast path's fused node sums and its 5x5 depthwise weight gradients (matmul and split) round
+    differently from what the recorded searches computed; they start at
     ``FastOptions.reorder_min_elements``, above every cell of every recorded DARTS-space search, and run in
     training mode only (the held-out measurements, e.g. the discretization gap, use larger batches in eval
     mode), so a re-run computes what the record computed. One training-mode forward pass per recorded setting
@@ -689,7 +689,7 @@ def test_no_recorded_search_runs_a_cell_on_the_fused_sums(monkeypatch):
         raise AssertionError("a recorded search's cell would round differently from its record")
 
     monkeypatch.setattr(fast_sum.InPlaceSum, "__init__", refuse)
-    monkeypatch.setattr(fast_depthwise.SmallImageDepthwise, "apply", refuse)
+    monkeypatch.setattr(fast_depthwise.WideDepthwise, "apply", refuse)
     seen = set()
     for path in SEARCHES:
         cfg = runs.load_search_run(path).config
