@@ -412,10 +412,11 @@ class _Shared:
         return self._get(("pool",) + _pool_key(pool), lambda: self.run.rebuildable(pool(self.h), pool, self.h))
 
 
-def _source_contributions(run: CellPass, cell, h: torch.Tensor, edges: Sequence[int], edge_weights: torch.Tensor,
-                          noise: Optional[torch.Tensor], sums: Dict[int, Sum]) -> None:
+def _source_contributions(run: CellPass, cell, h: torch.Tensor, edges: Sequence[int],
+                          edge_weights: Sequence[Sequence[torch.Tensor]], noise: Optional[torch.Tensor],
+                          sums: Dict[int, Sum]) -> None:
     """Adds ``w[e, k] * op_ek(h)`` to ``sums[e]`` for every edge ``e`` leaving the source whose value is ``h``
-    (ops in order; the dilated ops in phase space to ``sums[e].phases``)."""
+    (ops in order; the dilated ops in phase space to ``sums[e].phases``); ``edge_weights[e][k]`` is ``w[e, k]``."""
     src = _Shared(run, h)
     for k in range(len(cell.edges[edges[0]].ops)):
         ops = [cell.edges[e].ops[k] for e in edges]
@@ -427,12 +428,12 @@ def _source_contributions(run: CellPass, cell, h: torch.Tensor, edges: Sequence[
             shared = shared_batch_norm(run, [op.bn for op in ops], pooled)
             for e, op in zip(edges, ops):
                 if shared is None:
-                    sums[e].add_batch_norm(op.bn, pooled, edge_weights[e, k])
+                    sums[e].add_batch_norm(op.bn, pooled, edge_weights[e][k])
                 else:
-                    sums[e].add_scaled(shared, edge_weights[e, k])
+                    sums[e].add_scaled(shared, edge_weights[e][k])
             continue
         for e, op in zip(edges, ops):
-            w, total = edge_weights[e, k], sums[e]
+            w, total = edge_weights[e][k], sums[e]
             if kind == "identity":  # noise on skip: identity skips only (see SearchCell.skip_noise)
                 total.add_scaled(h if noise is None else h + noise[e], w)
             elif kind == "factorized_reduce":  # a stride-2 skip: no noise
@@ -495,6 +496,8 @@ def _cell_body(run: CellPass, cell, states: List[torch.Tensor], edge_weights: to
 
     # (eval mode: the BNs use their running statistics, so there is nothing to fuse; the exact order stays)
     fused = run.options.fused_sums and cell.training and run.reordered
+    # w[e, k] for every term: one view each from two unbinds (and one backward node each), not a select per term
+    weights = [row.unbind(0) for row in edge_weights.unbind(0)]
     nodes: Dict[int, Sum] = {}  # the sum of each node's incoming edges, in source order
     for src in range(cell.steps + 2):
         if src >= 2:
@@ -504,12 +507,12 @@ def _cell_body(run: CellPass, cell, states: List[torch.Tensor], edge_weights: to
             continue
         if fused:  # every term goes straight into its node's sum
             sums = {e: nodes.setdefault(rows[e][0], InPlaceSum(run.update_stats)) for e in edges}
-            _source_contributions(run, cell, states[src], edges, edge_weights, noise, sums)
+            _source_contributions(run, cell, states[src], edges, weights, noise, sums)
             continue
         # exact order: each edge's terms add up first (only these sums stay alive, not every op's output),
         # then each edge's sum is added to its node
         sums = {e: RunningSum(run.update_stats) for e in edges}
-        _source_contributions(run, cell, states[src], edges, edge_weights, noise, sums)
+        _source_contributions(run, cell, states[src], edges, weights, noise, sums)
         for e in edges:
             y = sums[e].value(interleave)
             if y is not None:
