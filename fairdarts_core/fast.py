@@ -191,7 +191,7 @@ class _ConvInputGradient(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
         ctx.conf = (stride, padding, dilation, groups)
-        ctx.x_shape = x.shape
+        ctx.x_shape, ctx.x_stride = x.shape, x.stride()
         ctx.x_layout = torch.channels_last if (x.dim() == 4 and not x.is_contiguous()
                                                and x.is_contiguous(memory_format=torch.channels_last)) \
             else torch.contiguous_format
@@ -205,10 +205,28 @@ class _ConvInputGradient(torch.autograd.Function):
         # dtype: the same cast gives the same bits (and oneDNN builds without bf16 refuse mixed dtypes).
         weight = weight.to(g.dtype)
         stride, padding, dilation, groups = ctx.conf
-        shape_only = torch.empty(ctx.x_shape, dtype=g.dtype, device=g.device, memory_format=ctx.x_layout)
+        # A stand-in for x with x's strides where x is dense: the kernel picks its layout from them, and where
+        # both layouts fit (1x1 images) another pick rounds differently on some CPUs (oneDNN's SSE4.1 kernels)
+        if _is_dense(ctx.x_shape, ctx.x_stride):
+            shape_only = torch.empty_strided(ctx.x_shape, ctx.x_stride, dtype=g.dtype, device=g.device)
+        else:
+            shape_only = torch.empty(ctx.x_shape, dtype=g.dtype, device=g.device, memory_format=ctx.x_layout)
         gx = torch.ops.aten.convolution_backward(g, shape_only, weight, None, _pair(stride), _pair(padding),
                                                  _pair(dilation), False, [0, 0], groups, [True, False, False])[0]
         return gx, None, None, None, None, None, None
+
+
+def _is_dense(shape: Sequence[int], stride: Sequence[int]) -> bool:
+    """Do a tensor's elements fill its span of memory exactly (no gaps, no overlaps)?"""
+    if 0 in shape:
+        return True
+    dims = sorted((st, n) for n, st in zip(shape, stride) if n > 1)
+    expected = 1
+    for st, n in dims:
+        if st != expected:
+            return False
+        expected *= n
+    return True
 
 
 def _pair(v) -> List[int]:
