@@ -470,6 +470,18 @@ def test_a_frozen_convolution_under_bf16_autocast_is_autocasts_convolution(case)
     assert gx.dtype == x.dtype and torch.equal(gx, gx_ref)
 
 
+def test_a_frozen_convolution_on_1x1_images_keeps_the_inputs_layout():
+    """On a 1x1 image both layouts fit a tensor's strides; the frozen convolution's input gradient must come from
+    the input's own strides, as autograd's does (another pick rounded differently on oneDNN's SSE4.1 kernels)."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(16, 16, 1, 1, generator=g).as_strided((16, 16, 1, 1), (16, 1, 16, 16)).requires_grad_()
+    weight = torch.randn(16, 16, 1, 1, generator=g)
+    y, y_ref = fast.conv2d(x, weight), F.conv2d(x, weight.clone().requires_grad_())
+    g_out = torch.randn(y.shape, generator=g)
+    (gx,), (gx_ref,) = torch.autograd.grad(y, x, g_out), torch.autograd.grad(y_ref, x, g_out)
+    assert gx.stride() == gx_ref.stride() and torch.equal(gx, gx_ref)
+
+
 @pytest.mark.parametrize("fused", [False, True])
 def test_the_frozen_architecture_step_changes_no_bit(monkeypatch, fused):
     """Three bi-level steps with the weights frozen in the architecture step, and with them left trainable (the
