@@ -334,11 +334,16 @@ def test_recorded_nb201_search_reruns_its_first_epoch(run_dir, record_property):
 @pytest.mark.parametrize("mode", ["exact", "statistical"])
 def test_a_broken_recorded_nb201_search_fails_its_recheck(tmp_path, mode):
     """The first recorded NAS-Bench-201 DARTS search with two numbers of epoch 1 edited: its strongest
-    relaxed weight raised by 0.3, its validation loss by 1."""
+    relaxed weight raised by 0.3, its validation loss by 2 (from about 1.9).
+
+    Not by 1, as in the DARTS space: after one epoch this search's losses move by up to 0.17 with the kernels
+    alone (measured: 1.93 to 2.10 for one seed, with 1 or 2 threads and ATen's AVX2 or default kernels),
+    while its four recorded seeds lie within 0.02. The re-run stands in for its own record in the spread, so
+    on such kernels the tolerance grows to about 0.85, and a loss raised by 1 landed inside it."""
     broken = tmp_path / "darts_s0"
     shutil.copytree(RUNS / "nb201" / "darts_s0", broken, ignore=shutil.ignore_patterns("checkpoint.pt"))
     _edit_history(broken, 1, _raise_weight("cell_weight"))
-    _edit_history(broken, 1, lambda r: r.update(val_loss=r["val_loss"] + 1.0))
+    _edit_history(broken, 1, lambda r: r.update(val_loss=r["val_loss"] + 2.0))
     problems = reproduce.recheck_search(broken, epochs=NB201_EPOCHS, mode=mode)
     assert _mentions(problems, "epoch 1", "softmax row sums"), problems  # the files no longer agree
     if mode == "statistical":
