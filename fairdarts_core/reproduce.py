@@ -444,7 +444,6 @@ def measure_extra_seeds(root: PathLike = RUNS, seeds: int = 3, epochs: int = 2, 
     "records"}]}``."""
     from .mechanism import ChainConfig, run_chain
     from .presets import SearchConfig
-    from .search import run_search
 
     root = Path(root)
     recorded = {}
@@ -472,7 +471,7 @@ def measure_extra_seeds(root: PathLike = RUNS, seeds: int = 3, epochs: int = 2, 
             try:
                 if sample.kind == "search":
                     cfg = SearchConfig.from_dict({**config.to_dict(), "seed": seed})
-                    history = run_search(cfg, progress=False, callback=lambda r, m: r["epoch"] < epochs).history
+                    history = rerun_search(cfg, epochs)
                     out["searches"].append({"of": str(path.relative_to(root)), "config": cfg.to_dict(),
                                             "history": history})
                 else:
@@ -718,13 +717,14 @@ def compare_statistics(got: Sample, want: Sample, spread: Spread, shape: Tuple[i
     return problems, distances
 
 
-def recheck_search(run_dir: PathLike, epochs: int = 2, mode: str = "auto", reference: PathLike = RUNS) -> List[str]:
+def recheck_search(run_dir: PathLike, epochs: int = 2, mode: str = "auto", reference: PathLike = RUNS,
+                   rerun: Optional[Sequence[dict]] = None) -> List[str]:
     """Re-check a recorded search: its files (:func:`check_search_files`), then its config re-run for
     its first ``epochs`` epochs (the full run's learning-rate schedule) against its history, bit for bit
     (``mode="exact"``) or by its statistics against the seed spread of the searches recorded under
     ``reference`` (``"statistical"``); ``"auto"``: exact where the numerics signature is the recorder's.
-    Returns the problems, one line each."""
-    return recheck_search_details(run_dir, epochs, mode, reference).problems
+    Returns the problems, one line each. ``rerun``: see :func:`recheck_search_details`."""
+    return recheck_search_details(run_dir, epochs, mode, reference, rerun).problems
 
 
 def recheck_chain(path: PathLike, steps: int = 50, mode: str = "auto", reference: PathLike = RUNS,
@@ -753,11 +753,26 @@ def search_fields(config: Any) -> Tuple[str, ...]:
     return (*space.weight_names, *SEARCH_FIELDS, *space.skip_keys, *tracked)
 
 
-def recheck_search_details(run_dir: PathLike, epochs: int = 2, mode: str = "auto",
-                           reference: PathLike = RUNS) -> Recheck:
-    """:func:`recheck_search`, with the mode it ran in, the re-run's records and its distances."""
+def rerun_search(config: Any, epochs: int = 2) -> List[dict]:
+    """The epoch records of a search with ``config`` run for its first ``epochs`` epochs (the full run's
+    learning-rate schedule), in memory: what :func:`recheck_search_details` compares with a record."""
     from .search import run_search
 
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1; got {epochs}")
+    threads = torch.get_num_threads()
+    try:  # the search sets its own thread count (config.threads)
+        return run_search(config, out_dir=None, progress=False,
+                          callback=lambda record, model: record["epoch"] < epochs).history
+    finally:
+        torch.set_num_threads(threads)
+
+
+def recheck_search_details(run_dir: PathLike, epochs: int = 2, mode: str = "auto", reference: PathLike = RUNS,
+                           rerun: Optional[Sequence[dict]] = None) -> Recheck:
+    """:func:`recheck_search`, with the mode it ran in, the re-run's records and its distances. ``rerun``: the
+    re-run's records when they are at hand (:func:`rerun_search` of this run's config for ``epochs`` epochs,
+    e.g. one re-run checked against a record and against an edited copy of it); by default it runs now."""
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1; got {epochs}")
     run = _runs.load_search_run(run_dir)
@@ -765,11 +780,7 @@ def recheck_search_details(run_dir: PathLike, epochs: int = 2, mode: str = "auto
     space = get_space(cfg.space)
     mode = _mode(mode, recorded_numerics(run.provenance), current_numerics(cfg.threads))
     problems = check_search_files(run)
-    threads = torch.get_num_threads()
-    try:  # the search sets its own thread count (config.threads)
-        got = run_search(cfg, out_dir=None, progress=False, callback=lambda record, model: record["epoch"] < epochs).history
-    finally:
-        torch.set_num_threads(threads)
+    got = rerun_search(cfg, epochs) if rerun is None else list(rerun)
     want = run.history[:epochs]
     problems += [f"epoch {w['epoch']}: learning rate {g['lr']:.6g} re-run, {w['lr']:.6g} recorded"
                  for g, w in zip(got, want) if not math.isclose(g["lr"], w["lr"], rel_tol=1e-12)]

@@ -214,10 +214,23 @@ def test_the_long_levers_are_the_long_presets():
         assert {k for k in want if want[k] != got[k]} == set(), name
 
 
+@pytest.fixture(scope="module")
+def rerun_of():
+    """``rerun_of(run_dir, epochs)``: the re-run of a recorded search's first epochs, made once per test process
+    (a record and its edited copies are checked against one re-run)."""
+    made = {}
+
+    def rerun(run_dir: Path, epochs: int):
+        if (run_dir, epochs) not in made:
+            made[run_dir, epochs] = reproduce.rerun_search(runs.load_search_run(run_dir).config, epochs)
+        return made[run_dir, epochs]
+    return rerun
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("run_dir", DARTS_SPACE_SAMPLE, ids=_id)
-def test_recorded_search_reruns_its_first_two_epochs(run_dir, record_property):
-    details = reproduce.recheck_search_details(run_dir, epochs=2, mode="auto")
+def test_recorded_search_reruns_its_first_two_epochs(run_dir, record_property, rerun_of):
+    details = reproduce.recheck_search_details(run_dir, epochs=2, mode="auto", rerun=rerun_of(run_dir, 2))
     _record(record_property, details)
     assert details.problems == [], "\n".join(details.problems)
 
@@ -324,15 +337,16 @@ def test_the_consistency_checks_see_an_edited_nb201_number(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("run_dir", NB201_SAMPLE, ids=_id)
-def test_recorded_nb201_search_reruns_its_first_epoch(run_dir, record_property):
-    details = reproduce.recheck_search_details(run_dir, epochs=NB201_EPOCHS, mode="auto")
+def test_recorded_nb201_search_reruns_its_first_epoch(run_dir, record_property, rerun_of):
+    details = reproduce.recheck_search_details(run_dir, epochs=NB201_EPOCHS, mode="auto",
+                                               rerun=rerun_of(run_dir, NB201_EPOCHS))
     _record(record_property, details)
     assert details.problems == [], "\n".join(details.problems)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["exact", "statistical"])
-def test_a_broken_recorded_nb201_search_fails_its_recheck(tmp_path, mode):
+def test_a_broken_recorded_nb201_search_fails_its_recheck(tmp_path, mode, rerun_of):
     """The first recorded NAS-Bench-201 DARTS search with two numbers of epoch 1 edited: its strongest
     relaxed weight raised by 0.3, its validation loss by 2 (from about 1.9).
 
@@ -344,7 +358,8 @@ def test_a_broken_recorded_nb201_search_fails_its_recheck(tmp_path, mode):
     shutil.copytree(RUNS / "nb201" / "darts_s0", broken, ignore=shutil.ignore_patterns("checkpoint.pt"))
     _edit_history(broken, 1, _raise_weight("cell_weight"))
     _edit_history(broken, 1, lambda r: r.update(val_loss=r["val_loss"] + 2.0))
-    problems = reproduce.recheck_search(broken, epochs=NB201_EPOCHS, mode=mode)
+    problems = reproduce.recheck_search(broken, epochs=NB201_EPOCHS, mode=mode,
+                                        rerun=rerun_of(RUNS / "nb201" / "darts_s0", NB201_EPOCHS))
     assert _mentions(problems, "epoch 1", "softmax row sums"), problems  # the files no longer agree
     if mode == "statistical":
         assert _mentions(problems, "epoch 1", "largest weight[cell]"), problems
@@ -447,6 +462,16 @@ def test_a_search_recorded_here_reruns_bit_for_bit_and_an_edit_breaks_it(fresh_s
     assert _mentions(problems, "epoch 1", "val_loss"), problems
 
 
+def test_a_recheck_compares_the_rerun_it_is_given(fresh_search):
+    """``rerun=``: the records given are what the record is compared with (here its own history: it holds)."""
+    history = runs.load_search_run(fresh_search).history
+    assert reproduce.recheck_search(fresh_search, rerun=history) == []
+    assert _mentions(reproduce.recheck_search(fresh_search, rerun=history[:1]), "the re-run recorded epochs [1]")
+    edited = [dict(r) for r in history]
+    edited[1]["val_loss"] += 1e-9
+    assert _mentions(reproduce.recheck_search(fresh_search, rerun=edited), "epoch 2", "val_loss")
+
+
 def test_a_chain_recorded_here_reruns_bit_for_bit_and_an_edit_breaks_it(fresh_chain, tmp_path):
     details = reproduce.recheck_chain_details(fresh_chain)
     assert details.mode == "exact" and details.problems == []
@@ -476,14 +501,14 @@ def test_extra_seeds_give_a_setting_recorded_with_one_seed_its_own_spread(fresh_
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["exact", "statistical"])
-def test_a_broken_recorded_search_fails_its_recheck(tmp_path, mode):
+def test_a_broken_recorded_search_fails_its_recheck(tmp_path, mode, rerun_of):
     """The first recorded DARTS search with two numbers edited: its strongest relaxed weight of epoch 2
     raised by 0.3, its validation loss of epoch 1 by 1. ``statistical`` is what another CPU runs."""
     broken = tmp_path / "darts_s0"
     shutil.copytree(RUNS / "collapse" / "darts_s0", broken)
     _edit_history(broken, 2, _raise_weight("normal_weight"))
     _edit_history(broken, 1, lambda r: r.update(val_loss=r["val_loss"] + 1.0))
-    problems = reproduce.recheck_search(broken, mode=mode)
+    problems = reproduce.recheck_search(broken, mode=mode, rerun=rerun_of(RUNS / "collapse" / "darts_s0", 2))
     assert _mentions(problems, "epoch 2", "softmax row sums"), problems  # the files no longer agree
     if mode == "statistical":
         assert _mentions(problems, "epoch 2", "largest weight[normal]"), problems
