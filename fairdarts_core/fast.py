@@ -27,6 +27,9 @@ ones, for which oneDNN has no fast kernel, and by pools/BN in the NCHW layout. W
   on an image of at most 25 pixels as a batched matmul (``matmul_weight_grad``; the last stage's dilated 5x5
   convolutions run on 4x4 phases), on larger ones as a 5x3 and two shifted 5x1 weight gradients, which
   oneDNN's fast depthwise kernel computes (``split_weight_grad``).
+* **Batch norm with wide reductions** (the same cells, on the CPU, at most 16 channels;
+  :mod:`fairdarts_core.fast_norm`): the statistics and the backward sums read a channels_last activation as
+  rows of 64 lanes, where ATen's kernels run 16 lanes wide at the paper's first cells.
 * **Dilated depthwise convolutions as undilated ones** on the four polyphase sub-images (space-to-batch):
   a dilation-2 convolution of an image is an ordinary convolution of each of its 2x2 phases. The 1x1
   conv and the BN after it treat every pixel alike, so a whole ``dil_conv`` runs in phase space: each
@@ -86,6 +89,7 @@ from torch import nn
 from .fast_depthwise import WideDepthwise, is_wide_same_depthwise
 from .fast_layout import concat_channels, from_phases, phase, space_to_batch, to_phases
 from .fast_memory import Rebuilds, recompute_in_backward
+from .fast_norm import normalize, unbiased, update_running, wide_norm_applies
 from .fast_sum import InPlaceSum, RunningSum, batch_norm, update_counter
 from .genotype import edge_index
 from .ops import DilConv, FactorizedReduce, Identity, PoolBN, SepConv, Zero
@@ -165,21 +169,24 @@ def shared_batch_norm(run: CellPass, bns: Sequence[nn.BatchNorm2d], x: torch.Ten
     eps = {bn.eps for bn in bns}
     if len(eps) != 1:
         return None
-    # One pass: with momentum 1, F.batch_norm leaves the batch mean and the unbiased batch variance in the
-    # two scratch buffers (what BatchNorm2d blends into its running statistics), then each BN blends them.
-    # (A checkpoint's recomputation makes the same call, so autograd saves the same tensors, and blends nothing.)
-    mean = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device)
-    var = torch.ones_like(mean)
     eps = eps.pop()
-    y = run.rebuildable(F.batch_norm(x, mean, var, None, None, True, 1.0, eps),
-                        lambda z: _batch_stats_norm(z, None, None, eps, 1.0), x)
+    if run.reordered and wide_norm_applies(x):
+        y, mean, var = normalize(x, eps)
+        y, var = run.rebuildable(y, lambda z: normalize(z, eps)[0], x), unbiased(var, x)
+    else:
+        # One pass: with momentum 1, F.batch_norm leaves the batch mean and the unbiased batch variance in the
+        # two scratch buffers (what BatchNorm2d blends into its running statistics), then each BN blends them.
+        # (A checkpoint's recomputation makes the same call, so autograd saves the same tensors, and blends
+        # nothing.)
+        mean = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device)
+        var = torch.ones_like(mean)
+        y = run.rebuildable(F.batch_norm(x, mean, var, None, None, True, 1.0, eps),
+                            lambda z: _batch_stats_norm(z, None, None, eps, 1.0), x)
     if not run.update_stats:
         return y
     with torch.no_grad():
         for bn in bns:
-            factor = update_counter(bn, run.update_stats)
-            bn.running_mean.mul_(1.0 - factor).add_(mean, alpha=factor)
-            bn.running_var.mul_(1.0 - factor).add_(var, alpha=factor)
+            update_running(bn, mean, var, update_counter(bn, run.update_stats))
     return y
 
 
@@ -325,6 +332,13 @@ def _batch_stats_norm(x: torch.Tensor, weight, bias, eps: float, momentum: float
 def relu_batch_norm(run: CellPass, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     """``relu(bn(x))``. In training mode autograd may drop the result and rebuild it from ``x`` (itself
     rebuilt from the conv before it): one more pass of BN and ReLU instead of a stored activation."""
+    if run.reordered and bn.training and not bn.affine and wide_norm_applies(x):
+        y, mean, var = normalize(x, bn.eps)
+        factor = update_counter(bn, run.update_stats)
+        if bn.track_running_stats and run.update_stats:
+            with torch.no_grad():
+                update_running(bn, mean, unbiased(var, x), factor)
+        return run.rebuildable(y.relu_(), lambda z: F.relu(normalize(z, bn.eps)[0]), x)
     y = batch_norm(bn, x, update_stats=run.update_stats).relu_()  # (BN keeps its input, not its output)
     if bn.training:
         run.rebuildable(y, lambda z: F.relu(_batch_stats_norm(z, bn.weight, bn.bias, bn.eps, 0.0)), x)

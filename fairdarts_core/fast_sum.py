@@ -11,8 +11,9 @@ to add them up, with one interface (``add_scaled``, ``add_batch_norm``, ``phases
   ``a = w / sqrt(var(z) + eps)`` and ``b = -mean(z) * a``. A term costs one pass to gather ``mean`` and
   ``var`` and one in-place ``total += a * z``; the per-channel offsets ``b`` of all terms are added once, when
   the node is complete. No term's BN output is ever written, and no tensor is allocated per term. The
-  backward pass is BN's own (``native_batch_norm_backward`` with the same statistics), so the gradients are
-  the exact path's; the sum itself rounds differently (another order of the same additions).
+  backward pass is BN's own (with the same statistics; :mod:`fairdarts_core.fast_norm`'s wide reductions
+  where they apply), so the gradients are the exact path's; the sum itself rounds differently (another order
+  of the same additions).
 
 The fused sum pays a few small per-channel operations per term, which cost more than they save on small
 activations: it runs only on cells whose input has at least ``FastOptions.reorder_min_elements`` elements
@@ -28,6 +29,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .fast_norm import batch_moments, batch_norm_backward, unbiased, update_running, wide_norm_applies
 
 
 # --- batch norm with an op's weight folded in ------------------------------------------------------------
@@ -112,8 +115,11 @@ class _AddNormalized(torch.autograd.Function):
         gz = gw = None
         if need_z or need_w:
             gamma = w.expand(z.shape[1]).contiguous()
-            gz, g_gamma, _ = torch.ops.aten.native_batch_norm_backward(
-                g, z, gamma, None, None, mean, invstd, True, ctx.eps, [need_z, need_w, False])
+            if wide_norm_applies(z):
+                gz, g_gamma = batch_norm_backward(g, z, gamma, mean, invstd, need_z, need_w)
+            else:
+                gz, g_gamma, _ = torch.ops.aten.native_batch_norm_backward(
+                    g, z, gamma, None, None, mean, invstd, True, ctx.eps, [need_z, need_w, False])
             gw = g_gamma.sum() if need_w else None
         return g if ctx.needs_input_grad[0] else None, gz, gw, None, None, None
 
@@ -142,8 +148,13 @@ class InPlaceSum:
         factor = update_counter(bn, self.update_stats)
         running = bn.track_running_stats and self.update_stats
         with torch.no_grad():  # (the backward pass of BN accounts for the statistics)
-            mean, var = torch.batch_norm_update_stats(z, bn.running_mean if running else None,
-                                                      bn.running_var if running else None, factor)
+            if wide_norm_applies(z):
+                mean, var = batch_moments(z)
+                if running:
+                    update_running(bn, mean, unbiased(var, z), factor)
+            else:
+                mean, var = torch.batch_norm_update_stats(z, bn.running_mean if running else None,
+                                                          bn.running_var if running else None, factor)
             invstd = (var + bn.eps).sqrt().reciprocal()
             self._offsets.append(-mean * invstd * w)
         self.total = _AddNormalized.apply(self.total, z, w, mean, invstd, bn.eps)
