@@ -427,9 +427,10 @@ def chain_spread(root: PathLike = RUNS, steps: int = 50, rerun: Optional[Sample]
 # --- extra seeds for settings recorded with few ------------------------------------------------------------------
 EXTRA_SEEDS = "extra_seeds.json"
 """Under the recorded runs' root: the first epochs (steps) of further seeds of the settings whose pool was
-recorded with few seeds (one; the NAS-Bench-201 space's four or fewer), written by :func:`measure_extra_seeds`
-(``python -m fairdarts_core.reproduce extra-seeds``). They are no recorded runs (nothing plots them): they
-measure the spread those settings are re-checked against."""
+recorded with few seeds (those recorded with one, to three seeds; every NAS-Bench-201 pool, to eight in its
+first epoch), written by :func:`measure_extra_seeds` (``python -m fairdarts_core.reproduce extra-seeds``).
+They are no recorded runs (nothing plots them): they measure the spread those settings are re-checked
+against."""
 
 
 def single_seed_pools(samples: Sequence[Sample]) -> set:
@@ -450,7 +451,7 @@ def measure_extra_seeds(root: PathLike = RUNS, seeds: int = 3, epochs: int = 2, 
     ``"nb201"``), no chains. Returns the newly measured ones: ``{"searches": [{"of", "config", "history"}],
     "chains": [{"of", "config", "records"}]}``.
 
-    Three recorded seeds can agree by chance far more closely than seeds do: the four seeds of the
+    A few recorded seeds can agree by chance far more closely than seeds do: the four seeds of the
     NAS-Bench-201 DARTS preset ended their first epoch with training losses 1.928 to 1.948, eight more
     with 1.81 to 1.96, and a re-run of one of them with ATen's default kernels at 2.07."""
     from .mechanism import ChainConfig, run_chain
@@ -868,8 +869,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     extra.add_argument("--root", default=str(RUNS), help="the recorded runs (default: the repository's data/runs)")
     extra.add_argument("--seeds", type=int, default=3, help="seeds per pool, the recorded ones included (3)")
     extra.add_argument("--epochs", type=int, default=2, help="epochs of a search (2; chains: 50 steps)")
-    extra.add_argument("--space", choices=sorted(SPACES), help="only the searches of this space (default: all, "
-                                                            "chains included)")
+    extra.add_argument("--space", choices=sorted(SPACES),
+                       help="only the searches of this space (default: all, chains included)")
     args = parser.parse_args(argv)
     if args.seeds < 2:
         parser.error(f"--seeds must be at least 2; got {args.seeds}")
