@@ -452,7 +452,7 @@ def measure_extra_seeds(root: PathLike = RUNS, seeds: int = 3, epochs: int = 2, 
     "chains": [{"of", "config", "records"}]}``.
 
     A few recorded seeds can agree by chance far more closely than seeds do: the four seeds of the
-    NAS-Bench-201 DARTS preset ended their first epoch with training losses 1.928 to 1.948, eight more
+    NAS-Bench-201 DARTS preset ended their first epoch with training losses 1.928 to 1.948, four more
     with 1.81 to 1.96, and a re-run of one of them with ATen's default kernels at 2.07."""
     from .mechanism import ChainConfig, run_chain
     from .presets import SearchConfig
