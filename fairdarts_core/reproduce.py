@@ -433,14 +433,6 @@ They are no recorded runs (nothing plots them): they measure the spread those se
 against."""
 
 
-def single_seed_pools(samples: Sequence[Sample]) -> set:
-    """The pools in which no setting has two seeds (their settings need extra seeds)."""
-    seeds: Dict[Tuple, set] = defaultdict(set)
-    for s in samples:
-        seeds[s.setting].add(s.seed)
-    return {s.pool for s in samples} - {s.pool for s in samples if len(seeds[s.setting]) >= 2}
-
-
 def measure_extra_seeds(root: PathLike = RUNS, seeds: int = 3, epochs: int = 2, steps: int = 50,
                         space: Optional[str] = None, log: Callable[[str], None] = print) -> Dict[str, list]:
     """Run the first ``epochs`` epochs (chains: ``steps`` steps) of further seeds of the recorded settings
