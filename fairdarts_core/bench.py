@@ -80,6 +80,7 @@ class BenchSpec:
     fused: bool = _DEFAULTS.fused_sums  # the fast side's FastOptions.fused_sums
     matmul_grad: bool = _DEFAULTS.matmul_weight_grad  # the fast side's FastOptions.matmul_weight_grad
     split_grad: bool = _DEFAULTS.split_weight_grad  # the fast side's FastOptions.split_weight_grad
+    wide_norm: bool = _DEFAULTS.wide_norm  # the fast side's FastOptions.wide_norm
     threads: Optional[int] = None  # torch intra-op threads; None: torch's default
     seed: int = 0
 
@@ -97,7 +98,7 @@ class BenchSpec:
         """The fast side's options (the switches not in the spec keep their defaults)."""
         return FastOptions(channels_last=self.channels_last, recompute=self.recompute, rebuild_cheap=self.rebuild,
                            fused_sums=self.fused, matmul_weight_grad=self.matmul_grad,
-                           split_weight_grad=self.split_grad)
+                           split_weight_grad=self.split_grad, wide_norm=self.wide_norm)
 
 
 @dataclass
@@ -249,8 +250,8 @@ def _shape(spec: BenchSpec) -> dict:
 
 
 def _options(spec: BenchSpec) -> dict:
-    keys = ("device", "channels_last", "recompute", "rebuild", "fused", "matmul_grad", "split_grad", "bf16",
-            "compile")
+    keys = ("device", "channels_last", "recompute", "rebuild", "fused", "matmul_grad", "split_grad", "wide_norm",
+            "bf16", "compile")
     return {k: getattr(spec, k) for k in keys}
 
 
@@ -408,6 +409,8 @@ def format_report(r: dict) -> str:
                 else f", matmul weight gradient {'on' if r['options']['matmul_grad'] else 'off'}")
              + ("" if "split_grad" not in r["options"]
                 else f", split weight gradient {'on' if r['options']['split_grad'] else 'off'}")
+             + ("" if "wide_norm" not in r["options"]
+                else f", wide BN {'on' if r['options']['wide_norm'] else 'off'}")
              + ")"]
     if "fast_peak_mb" in r:
         lines += [f"  peak memory ({r['memory_method']}, one child process per side):",
@@ -460,6 +463,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-grad", action=argparse.BooleanOptionalAction, default=_DEFAULTS.split_weight_grad,
                    help="the fast side computes the weight gradient of 5x5 depthwise convolutions on larger images "
                         "as a 5x3 and two shifted 5x1 ones, on the same cells (default: on)")
+    p.add_argument("--wide-norm", action=argparse.BooleanOptionalAction, default=_DEFAULTS.wide_norm,
+                   help="the fast side's batch norms of at most 16 channels reduce 64 lanes wide, on the same cells "
+                        "(default: on)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the weight step")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory children")
@@ -483,7 +489,7 @@ def run(args: argparse.Namespace) -> int:
                      in_channels=args.in_channels, device=device, channels_last=args.channels_last,
                      bf16=args.bf16, compile=args.compile, threads=getattr(args, "threads", None),
                      recompute=args.recompute, rebuild=args.rebuild, fused=args.fused,
-                     matmul_grad=args.matmul_grad, split_grad=args.split_grad)
+                     matmul_grad=args.matmul_grad, split_grad=args.split_grad, wide_norm=args.wide_norm)
     as_json = getattr(args, "json", False)
     if args.what == "search-epoch":
         report = search_epoch_report(spec, max_steps=args.steps, formulation=args.formulation)

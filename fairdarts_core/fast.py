@@ -29,7 +29,8 @@ ones, for which oneDNN has no fast kernel, and by pools/BN in the NCHW layout. W
   oneDNN's fast depthwise kernel computes (``split_weight_grad``).
 * **Batch norm with wide reductions** (the same cells, on the CPU, at most 16 channels;
   :mod:`fairdarts_core.fast_norm`): the statistics and the backward sums read a channels_last activation as
-  rows of 64 lanes, where ATen's kernels run 16 lanes wide at the paper's first cells.
+  rows of 64 lanes, where ATen's kernels run 16 lanes wide at the paper's first cells (``wide_norm``: on some
+  CPUs ATen's kernels for those rows gain nothing from a second thread, and the step is faster without it).
 * **Dilated depthwise convolutions as undilated ones** on the four polyphase sub-images (space-to-batch):
   a dilation-2 convolution of an image is an ordinary convolution of each of its 2x2 phases. The 1x1
   conv and the BN after it treat every pixel alike, so a whole ``dil_conv`` runs in phase space: each
@@ -114,12 +115,13 @@ class FastOptions:
     fused_sums: bool = True             # add each node's BN terms in place, without writing each BN output
     matmul_weight_grad: bool = True     # 5x5 depthwise convs on images of <= 25 pixels: weight gradient by bmm
     split_weight_grad: bool = True      # 5x5 depthwise convs on larger images: weight gradient as 5x3 + 2 x 5x1
-    reorder_min_elements: int = 2 ** 18  # smaller cells (input elements) use none of these three: they keep the
+    wide_norm: bool = True              # BN of <= 16 channels on the CPU: reductions 64 lanes wide (fast_norm)
+    reorder_min_elements: int = 2 ** 18  # smaller cells (input elements) use none of these four: they keep the
     #                                      order of the exact formulation, bit for bit (the recorded searches)
 
     def __post_init__(self):
         for name in ("channels_last", "dilated_as_phases", "rebuild_cheap", "fused_sums", "matmul_weight_grad",
-                     "split_weight_grad"):
+                     "split_weight_grad", "wide_norm"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"fast option {name} must be true or false; got {getattr(self, name)!r}")
         if self.recompute not in RECOMPUTE:
@@ -153,6 +155,11 @@ class CellPass:
     def layout(self) -> torch.memory_format:
         return self.options.layout
 
+    def wide_norm(self, x: torch.Tensor) -> bool:
+        """Does batch norm of ``x`` reduce 64 lanes wide here (:mod:`fairdarts_core.fast_norm`)? In reordered cells
+        with ``wide_norm`` on, for the tensors :func:`~fairdarts_core.fast_norm.wide_norm_applies` accepts."""
+        return self.reordered and self.options.wide_norm and wide_norm_applies(x)
+
     def rebuildable(self, y: torch.Tensor, fn: Callable[..., torch.Tensor], *inputs) -> torch.Tensor:
         """``y = fn(*inputs)``, marked as an activation autograd may drop and rebuild (see
         :meth:`fairdarts_core.fast_memory.Rebuilds.mark`); unchanged when nothing is rebuilt."""
@@ -170,7 +177,7 @@ def shared_batch_norm(run: CellPass, bns: Sequence[nn.BatchNorm2d], x: torch.Ten
     if len(eps) != 1:
         return None
     eps = eps.pop()
-    if run.reordered and wide_norm_applies(x):
+    if run.wide_norm(x):
         y, mean, var = normalize(x, eps)
         y, var = run.rebuildable(y, lambda z: normalize(z, eps)[0], x), unbiased(var, x)
     else:
@@ -332,7 +339,7 @@ def _batch_stats_norm(x: torch.Tensor, weight, bias, eps: float, momentum: float
 def relu_batch_norm(run: CellPass, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     """``relu(bn(x))``. In training mode autograd may drop the result and rebuild it from ``x`` (itself
     rebuilt from the conv before it): one more pass of BN and ReLU instead of a stored activation."""
-    if run.reordered and bn.training and not bn.affine and wide_norm_applies(x):
+    if bn.training and not bn.affine and run.wide_norm(x):
         y, mean, var = normalize(x, bn.eps)
         factor = update_counter(bn, run.update_stats)
         if bn.track_running_stats and run.update_stats:
@@ -538,7 +545,8 @@ def _cell_body(run: CellPass, cell, states: List[torch.Tensor], edge_weights: to
         if not edges:
             continue
         if fused:  # every term goes straight into its node's sum
-            sums = {e: nodes.setdefault(rows[e][0], InPlaceSum(run.update_stats)) for e in edges}
+            sums = {e: nodes.setdefault(rows[e][0], InPlaceSum(run.update_stats, run.options.wide_norm))
+                    for e in edges}
             _source_contributions(run, cell, states[src], edges, weights, noise, sums)
             continue
         # exact order: each edge's terms add up first (only these sums stay alive, not every op's output),

@@ -96,12 +96,13 @@ class RunningSum:
 class _AddNormalized(torch.autograd.Function):
     """``total + a * z`` in place, ``a = w * invstd`` per channel: a training-mode BN of ``z`` with
     ``gamma = w`` and its offset ``-mean * a`` left out (:class:`InPlaceSum` adds the offsets once). The
-    backward pass is BN's, with the statistics of the forward pass. ``total=None`` starts a new sum."""
+    backward pass is BN's, with the statistics of the forward pass (its sums 64 lanes wide with ``wide``:
+    :mod:`fairdarts_core.fast_norm`). ``total=None`` starts a new sum."""
 
     @staticmethod
-    def forward(ctx, total, z, w, mean, invstd, eps):
+    def forward(ctx, total, z, w, mean, invstd, eps, wide):
         a = (w * invstd).view(1, -1, 1, 1)
-        ctx.eps = eps
+        ctx.eps, ctx.wide = eps, wide
         ctx.save_for_backward(z, w, mean, invstd)
         if total is None:
             return z * a
@@ -115,25 +116,26 @@ class _AddNormalized(torch.autograd.Function):
         gz = gw = None
         if need_z or need_w:
             gamma = w.expand(z.shape[1]).contiguous()
-            if wide_norm_applies(z):
+            if ctx.wide:
                 gz, g_gamma = batch_norm_backward(g, z, gamma, mean, invstd, need_z, need_w)
             else:
                 gz, g_gamma, _ = torch.ops.aten.native_batch_norm_backward(
                     g, z, gamma, None, None, mean, invstd, True, ctx.eps, [need_z, need_w, False])
             gw = g_gamma.sum() if need_w else None
-        return g if ctx.needs_input_grad[0] else None, gz, gw, None, None, None
+        return g if ctx.needs_input_grad[0] else None, gz, gw, None, None, None, None
 
 
 class InPlaceSum:
     """A node's sum, fused: every term is added in place into one tensor; the BN terms' per-channel offsets
     are gathered in a vector and added once by :meth:`value`. The dilated ops add up in phase space
-    (``phases``, which shares the offsets: they are per channel)."""
+    (``phases``, which shares the offsets: they are per channel). ``wide_norm``: the terms' statistics and
+    backward sums 64 lanes wide where :func:`~fairdarts_core.fast_norm.wide_norm_applies` (``FastOptions.wide_norm``)."""
 
-    def __init__(self, update_stats: bool = True, offsets: Optional[list] = None):
-        self.update_stats = update_stats
+    def __init__(self, update_stats: bool = True, wide_norm: bool = True, offsets: Optional[list] = None):
+        self.update_stats, self.wide_norm = update_stats, wide_norm
         self.total: Optional[torch.Tensor] = None
         self._offsets = [] if offsets is None else offsets  # detached per-channel vectors, summed by value()
-        self.phases = InPlaceSum(update_stats, self._offsets) if offsets is None else None
+        self.phases = InPlaceSum(update_stats, wide_norm, self._offsets) if offsets is None else None
 
     def add(self, term: torch.Tensor) -> None:
         """Adds a tensor nobody else holds (it becomes the sum when it is the first term)."""
@@ -147,8 +149,9 @@ class InPlaceSum:
             return self.add(batch_norm(bn, z, w, self.update_stats))
         factor = update_counter(bn, self.update_stats)
         running = bn.track_running_stats and self.update_stats
+        wide = self.wide_norm and wide_norm_applies(z)
         with torch.no_grad():  # (the backward pass of BN accounts for the statistics)
-            if wide_norm_applies(z):
+            if wide:
                 mean, var = batch_moments(z)
                 if running:
                     update_running(bn, mean, unbiased(var, z), factor)
@@ -157,7 +160,7 @@ class InPlaceSum:
                                                           bn.running_var if running else None, factor)
             invstd = (var + bn.eps).sqrt().reciprocal()
             self._offsets.append(-mean * invstd * w)
-        self.total = _AddNormalized.apply(self.total, z, w, mean, invstd, bn.eps)
+        self.total = _AddNormalized.apply(self.total, z, w, mean, invstd, bn.eps, wide)
 
     def value(self, from_phases) -> Optional[torch.Tensor]:
         if self.phases is not None and self.phases.total is not None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
+from pathlib import Path
+from typing import List, Tuple
 
 import matplotlib
 import pytest
@@ -14,6 +17,7 @@ from fairdarts_core.cli import main
 matplotlib.use("Agg")
 
 TINY = ((2, 4, 3, 8, 1), (3, 2, 3, 4, 3))
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_sweep_measures_every_shape_in_order():
@@ -69,7 +73,7 @@ def test_the_recorded_cpu_sweep_is_consistent():
         assert row["repeat"] >= 3 and len(row["fast_all_ms"]) == row["repeat"]
         # the defaults, as far as they existed then (options added since: their first recording is newer)
         assert row["options"] == {k: defaults[k] for k in row["options"]}
-        assert set(defaults) - set(row["options"]) <= {"split_grad"}
+        assert set(defaults) - set(row["options"]) <= {"split_grad", "wide_norm"}
     assert r["machine"] and r["date"]
 
 
@@ -87,3 +91,30 @@ def test_speedup_figure_draws_each_row():
     assert labels == ["64 x 16 x 8, 32x32x3", "32 x 8 x 5, 16x16x1"]
     with pytest.raises(ValueError, match="no rows"):
         viz.plot_speedup_by_shape({"rows": []})
+
+
+def _page_tables() -> Tuple[List[List[str]], List[List[str]]]:
+    """The benchmarks page's result rows (date first) and its rows of timed steps (two lists of steps last)."""
+    page = json.loads((ROOT / "book" / "benchmarks.ipynb").read_text())
+    text = "\n".join("".join(c["source"]) for c in page["cells"] if c["cell_type"] == "markdown")
+    rows = [[c.strip().strip("*") for c in line.strip().strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("| ")]
+    results = [r for r in rows if re.fullmatch(r"\d{4}-\d\d-\d\d", r[0])]
+    steps = [r for r in rows if len(r) >= 3 and all(re.fullmatch(r"[\d.]+(, [\d.]+)+", c) for c in r[-2:])]
+    return results, steps
+
+
+def test_the_benchmarks_pages_ratios_are_those_of_its_numbers():
+    """Every CPU result on the benchmarks page: its speedup is its reference over its fast time, its memory
+    ratio its fast peak over its reference peak, and every list of timed steps has its median in a row."""
+    results, steps = _page_tables()
+    assert len(results) >= 10 and len(steps) >= 10
+    medians = set()
+    for row in results:
+        ref, fast, speedup, ref_peak, fast_peak, ratio = (float(c) for c in row[-6:])
+        assert speedup == pytest.approx(ref / fast, abs=0.01), row
+        assert ratio == pytest.approx(fast_peak / ref_peak, abs=0.01), row
+        medians.add((round(ref), round(fast)))
+    for row in steps:
+        ref, fast = (statistics.median(float(v) for v in c.split(", ")) for c in row[-2:])
+        assert any(abs(ref - r) <= 1 and abs(fast - f) <= 1 for r, f in medians), row

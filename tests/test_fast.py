@@ -213,6 +213,8 @@ def test_fast_options_are_a_validated_frozen_value():
         FastOptions(channels_last="yes")
     with pytest.raises(ValueError, match="fused_sums must be true or false"):
         FastOptions(fused_sums=1)
+    with pytest.raises(ValueError, match="wide_norm must be true or false"):
+        FastOptions(wide_norm="off")
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="memory_min_elements must be an integer >= 0"):
             FastOptions(memory_min_elements=bad)

@@ -109,3 +109,29 @@ def test_cells_below_the_reorder_size_keep_atens_batch_norm(monkeypatch):
     g = torch.Generator().manual_seed(3)
     forward_backward(fst, torch.randn(4, 1, 8, 8, generator=g, dtype=torch.float64), torch.tensor([0, 1, 2, 3]))
     assert calls == []
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
+def test_wide_norm_off_keeps_atens_batch_norm_in_reordered_cells(monkeypatch, dtype, tol):
+    """``FastOptions.wide_norm=False`` (on CPUs where ATen's 2-d kernels gain nothing from a second thread):
+    the reordered cells of the test above compute every BN with ATen's own kernels, statistics, output and
+    backward sums alike, and still the reference function; with it on, all three wide functions run."""
+    used = []
+    for module, name in (("fast_sum", "batch_moments"), ("fast", "normalize"), ("fast_sum", "batch_norm_backward")):
+        wrapped = getattr(fast_norm, name)
+        monkeypatch.setattr(f"fairdarts_core.{module}.{name}",
+                            lambda *a, _f=wrapped, _n=name, **k: used.append(_n) or _f(*a, **k))
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(4, 1, 8, 8, generator=g, dtype=dtype), torch.randint(0, 10, (4,), generator=g)
+    for wide in (True, False):
+        used.clear()
+        options = FastOptions(reorder_min_elements=0, memory_min_elements=0, wide_norm=wide)
+        ref, fst = twin_models(dtype=dtype, noise=0.5, options=options)
+        out_ref, grads_ref, buffers_ref = forward_backward(ref, x, y)
+        out, grads, buffers = forward_backward(fst, x, y)
+        assert set(used) == ({"batch_moments", "normalize", "batch_norm_backward"} if wide else set())
+        assert_same(out, out_ref, tol, "output")
+        for i, (a, b) in enumerate(zip(grads, grads_ref)):
+            assert_same(a, b, tol, f"gradient {i}")
+        for a, b in zip(buffers, buffers_ref):
+            assert_same(a.double(), b.double(), tol, "BN buffer", floor=1.0)
