@@ -11,7 +11,9 @@ the mean is the lanes' mean, the variance the lanes' mean variance plus the vari
 
 The math is BN's; the rounding differs from ATen's 4-d kernels (other partial sums). These functions serve
 the cells that already round differently from the exact formulation (``CellPass.reordered``), and only the
-tensors :func:`wide_norm_applies` accepts.
+tensors :func:`wide_norm_applies` accepts, unless ``FastOptions.wide_norm`` is off: on some CPUs (an Intel Xeon,
+``book/benchmarks.ipynb``) ATen's kernels for 2-d inputs gain nothing from a second thread, and its 4-d
+kernels are then the faster ones.
 """
 from __future__ import annotations
 
