@@ -21,8 +21,9 @@ Two exact rewrites of ``dL/dw[c, i, j] = sum_{n, h, w} g[n, c, h, w] * x[n, c, h
   and each outer column ``j = p + d`` (``|d| >= 2``) that of a ``k x 1`` convolution of the input shifted by
   ``d`` columns, ``x[n, c, h, w + d]``. In the channels_last layout that shifted image is ``x`` itself read
   ``d`` pixels further on (a view with another storage offset, no copy): where ``w + d`` leaves the row it
-  reads the neighbouring row's pixels, so the gradient is masked to zero there, and the view covers all images
-  but one (which would run past the tensor's end or start), done on its own. All these are ``jit_dw`` calls.
+  reads the neighbouring row's pixels, so the share of those columns (the same gradient on them alone) is
+  subtracted, and the view covers all images but one (which would run past the tensor's end or start), done
+  on its own. All these are ``jit_dw`` calls.
 
 Both are the same sums in another order: the result rounds differently from oneDNN's, so the fast path uses them
 only on cells at least ``FastOptions.reorder_min_elements`` large (see :mod:`fairdarts_core.fast`).
@@ -120,22 +121,24 @@ def _weight_gradient_of(g: torch.Tensor, x: torch.Tensor, kernel, padding) -> to
 
 def _shifted_column_gradient(g: torch.Tensor, x: torch.Tensor, k: int, d: int) -> torch.Tensor:
     """``sum_{n, h, w} g[n, c, h, w] * x[n, c, h + i - k // 2, w + d]`` (zero outside the image), shape
-    ``(C, 1, k, 1)``: a ``k x 1`` weight gradient of ``x`` read ``d`` pixels further on (a view), with ``g``
-    zero where ``w + d`` leaves the row, over all images but the one the view cannot reach (the last for
-    ``d > 0``, the first for ``d < 0``), plus that image's own, on a shifted copy of it."""
+    ``(C, 1, k, 1)``: a ``k x 1`` weight gradient of ``x`` read ``d`` pixels further on (a view), less that of
+    the ``|d|`` columns where ``w + d`` leaves the row (the view reads the neighbouring row there; a ``k x 1``
+    kernel keeps columns apart, so their share is the same gradient on those columns alone), over all images but
+    the one the view cannot reach (the last for ``d > 0``, the first for ``d < 0``), plus that image's own, on a
+    shifted copy of it."""
     n, c, height, width = x.shape
-    masked = g.clone(memory_format=torch.channels_last)
+    kernel, padding = (k, 1), (k // 2, 0)
     outside = slice(width - d, None) if d > 0 else slice(None, -d)
-    masked[..., outside] = 0
     inside = slice(d, None) if d > 0 else slice(None, width + d)
     lone = n - 1 if d > 0 else 0
     lone_x = torch.zeros_like(x[lone:lone + 1])
     lone_x[..., slice(None, width - d) if d > 0 else slice(-d, None)] = x[lone:lone + 1, ..., inside]
     first = 0 if d > 0 else 1
     shifted = x.as_strided((n - 1, c, height, width), x.stride(), x.storage_offset() + first * x.stride(0) + d * c)
-    rest = slice(0, n - 1) if d > 0 else slice(1, n)
-    return (_weight_gradient_of(masked[rest], shifted, (k, 1), (k // 2, 0))
-            + _weight_gradient_of(masked[lone:lone + 1], lone_x, (k, 1), (k // 2, 0)))
+    g_rest = g[slice(0, n - 1) if d > 0 else slice(1, n)]
+    across_rows = _weight_gradient_of(g_rest[..., outside], shifted[..., outside], kernel, padding)
+    return (_weight_gradient_of(g_rest, shifted, kernel, padding) - across_rows
+            + _weight_gradient_of(g[lone:lone + 1], lone_x, kernel, padding))
 
 
 class WideDepthwise(torch.autograd.Function):

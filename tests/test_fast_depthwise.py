@@ -85,8 +85,8 @@ def test_split_weight_gradient_is_the_convolutions(shape, k, channels_last):
 
 
 def test_split_weight_gradient_reads_no_pixel_outside_its_image():
-    """Where a shifted row runs into the next row or image, the gradient is masked: huge values there change
-    nothing (they would if the masked products were added)."""
+    """Where a shifted row runs into the next row or image, the share of those columns is subtracted: huge
+    values there change nothing (they would if those products were kept)."""
     g = torch.Generator().manual_seed(4)
     x = torch.randn(3, 2, 5, 6, generator=g, dtype=torch.float64)
     dy = torch.randn(3, 2, 5, 6, generator=g, dtype=torch.float64)
