@@ -427,8 +427,9 @@ def chain_spread(root: PathLike = RUNS, steps: int = 50, rerun: Optional[Sample]
 # --- extra seeds for settings recorded with few ------------------------------------------------------------------
 EXTRA_SEEDS = "extra_seeds.json"
 """Under the recorded runs' root: the first epochs (steps) of further seeds of the settings whose pool was
-recorded with few seeds (those recorded with one, to three seeds; every NAS-Bench-201 pool, to eight in its
-first epoch), written by :func:`measure_extra_seeds` (``python -m fairdarts_core.reproduce extra-seeds``).
+recorded with few seeds (every DARTS-space pool to six in its first two epochs, every NAS-Bench-201 pool to
+eight in its first epoch), written by :func:`measure_extra_seeds` (``python -m fairdarts_core.reproduce
+extra-seeds``).
 They are no recorded runs (nothing plots them): they measure the spread those settings are re-checked
 against."""
 
