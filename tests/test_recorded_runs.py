@@ -304,6 +304,21 @@ def test_the_hessian_eigenvalue_is_compared_on_an_asinh_scale(tmp_path):
     assert _mentions(problems, "epoch 1", "asinh hessian eigenvalue[alpha]"), problems
 
 
+def test_every_darts_space_search_is_checked_against_six_seeds_of_its_pool():
+    """The collapse presets and cpu_cell were recorded with three seeds, the levers with one, chapter 4's
+    ablation with two; extra seeds bring every DARTS-space pool to six in its first two epochs, so no run's
+    spread rests on a few seeds that may agree by chance (as four NAS-Bench-201 seeds once did): at least 5
+    degrees of freedom per statistic, epoch and setting (the two losses over two epochs: 20)."""
+    spread = reproduce.search_spread(RUNS, epochs=2)
+    darts = [p for p in SEARCHES if p not in NB201_SEARCHES]
+    assert len(darts) >= 30
+    for run_dir in darts:
+        run = runs.load_search_run(run_dir)
+        sample = reproduce.search_sample(run.config, run.history[:2])
+        assert spread.of(sample, "mean weight[normal, skip_connect]")[1] == "the seed spread", run_dir
+        assert spread.dof(sample, "loss[train]") >= 2 * 2 * (6 - 1), run_dir
+
+
 def test_nb201_settings_are_seeded_and_lend_their_spread_to_no_other_space():
     """The presets and chapter 3's conditions are recorded with several seeds, the levers and chapter 4's
     ablation with one or two, and extra seeds bring every pool to eight in its first epoch: every
