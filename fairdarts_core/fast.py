@@ -545,8 +545,7 @@ def _cell_body(run: CellPass, cell, states: List[torch.Tensor], edge_weights: to
         if not edges:
             continue
         if fused:  # every term goes straight into its node's sum
-            sums = {e: nodes.setdefault(rows[e][0], InPlaceSum(run.update_stats, run.options.wide_norm))
-                    for e in edges}
+            sums = {e: nodes.setdefault(rows[e][0], InPlaceSum(run.update_stats, run.wide_norm)) for e in edges}
             _source_contributions(run, cell, states[src], edges, weights, noise, sums)
             continue
         # exact order: each edge's terms add up first (only these sums stay alive, not every op's output),

@@ -24,7 +24,7 @@ on the exact sums, so they re-run bit for bit.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -128,10 +128,12 @@ class _AddNormalized(torch.autograd.Function):
 class InPlaceSum:
     """A node's sum, fused: every term is added in place into one tensor; the BN terms' per-channel offsets
     are gathered in a vector and added once by :meth:`value`. The dilated ops add up in phase space
-    (``phases``, which shares the offsets: they are per channel). ``wide_norm``: the terms' statistics and
-    backward sums 64 lanes wide where :func:`~fairdarts_core.fast_norm.wide_norm_applies` (``FastOptions.wide_norm``)."""
+    (``phases``, which shares the offsets: they are per channel). ``wide_norm(z)``: are a term's statistics and
+    backward sums taken 64 lanes wide (:mod:`fairdarts_core.fast_norm`; the fast path passes
+    ``CellPass.wide_norm``, which heeds ``FastOptions.wide_norm``)."""
 
-    def __init__(self, update_stats: bool = True, wide_norm: bool = True, offsets: Optional[list] = None):
+    def __init__(self, update_stats: bool = True, wide_norm: Callable[[torch.Tensor], bool] = wide_norm_applies,
+                 offsets: Optional[list] = None):
         self.update_stats, self.wide_norm = update_stats, wide_norm
         self.total: Optional[torch.Tensor] = None
         self._offsets = [] if offsets is None else offsets  # detached per-channel vectors, summed by value()
@@ -149,7 +151,7 @@ class InPlaceSum:
             return self.add(batch_norm(bn, z, w, self.update_stats))
         factor = update_counter(bn, self.update_stats)
         running = bn.track_running_stats and self.update_stats
-        wide = self.wide_norm and wide_norm_applies(z)
+        wide = self.wide_norm(z)
         with torch.no_grad():  # (the backward pass of BN accounts for the statistics)
             if wide:
                 mean, var = batch_moments(z)
